@@ -1,0 +1,95 @@
+"""DALI pipelines to MXNet NDArrays, without copies.
+
+DALI 1.40 removed its MXNet plugin, so this is the project's own. It subclasses DALI's
+framework-agnostic `_DaliBaseIterator`, which already handles sharding, epoch size, the
+last-batch policies and checkpointing; what is left here is `__next__`: wrap each output in an
+NDArray through DLPack and drop the padding of a partial last batch.
+
+Zero-copy is safe because DALI 2.x pipelines run on the dynamic executor: each batch's outputs
+are fresh buffers kept alive by their references (here, the DLPack capsules that MXNet holds),
+not a ring of buffers that the next run would overwrite.
+
+Last-batch policies (`LastBatchPolicy`), for a shard of 7 samples and batch 2:
+
+============  ===============================  =============================================
+policy        last batch                       use
+============  ===============================  =============================================
+``DROP``      ``[5, 6]`` (sample 7 dropped)    training: every worker takes the same number
+                                               of steps, as allreduce requires
+``PARTIAL``   ``[7]`` (padding removed)        evaluation: every sample counted exactly once
+``FILL``      ``[7, 7]`` (padded with a copy)  fixed-shape inference
+============  ===============================  =============================================
+
+The readers pad their shards (``pad_last_batch=True``), so every epoch of every shard starts at
+the shard's first sample and shards of unequal size give the same number of batches.
+"""
+import mxnet as mx
+import numpy as np
+from nvidia.dali.backend import TensorGPU, TensorListGPU
+from nvidia.dali.plugin.base_iterator import LastBatchPolicy, _DaliBaseIterator
+
+__all__ = ["DALIMXNetIterator", "LastBatchPolicy"]
+
+# DLPack's stream number for the legacy default CUDA stream. MXNet's GPU streams are created
+# blocking, so they wait for work (here: DALI's "data ready" event) queued on that stream.
+_LEGACY_DEFAULT_STREAM = 1
+
+
+class DALIMXNetIterator(_DaliBaseIterator):
+    """Iterate a DALI pipeline as dicts of MXNet NDArrays.
+
+    Parameters
+    ----------
+    pipeline : nvidia.dali.Pipeline
+        One pipeline (one per worker process; each worker owns one device).
+    output_names : sequence of str
+        Names of the pipeline outputs, in order; the keys of every batch dict.
+    reader_name : str
+        The `name` given to the pipeline's reader; epoch size and shard layout come from it.
+    last_batch_policy : LastBatchPolicy
+        See the table in the module docstring.
+    auto_reset : bool
+        Reset at the end of each epoch, so that the iterator can be looped over again.
+    """
+
+    def __init__(self, pipeline, output_names, reader_name, last_batch_policy,
+                 auto_reset=True):
+        self.output_names = tuple(output_names)
+        super().__init__([pipeline], reader_name=reader_name, auto_reset=auto_reset,
+                         last_batch_policy=last_batch_policy)
+        self._first_batch = None
+        if self._prepare_first_batch:
+            try:
+                self._first_batch = self._next_batch()
+            except StopIteration:
+                self._report_no_data_in_pipeline()
+
+    def __next__(self):
+        self._ever_consumed = True
+        if self._first_batch is not None:
+            batch, self._first_batch = self._first_batch, None
+            return batch
+        return self._next_batch()
+
+    def _next_batch(self):
+        (outputs,) = self._get_outputs()
+        if len(outputs) != len(self.output_names):
+            raise ValueError(f"pipeline has {len(outputs)} outputs but output_names names "
+                             f"{len(self.output_names)}: {self.output_names}")
+        batch = {name: _to_ndarray(out) for name, out in zip(self.output_names, outputs)}
+        self._schedule_runs()
+        self._advance_and_check_drop_last()
+        drop, keep = self._remove_padded()
+        if np.any(drop):
+            batch = {name: array[: int(np.ravel(keep)[0])] for name, array in batch.items()}
+        return batch
+
+
+def _to_ndarray(tensor_list):
+    """One DALI output batch as an NDArray that shares its memory."""
+    tensor = tensor_list.as_tensor()
+    if isinstance(tensor_list, (TensorListGPU, TensorGPU)):
+        capsule = tensor.__dlpack__(stream=_LEGACY_DEFAULT_STREAM)
+    else:
+        capsule = tensor.__dlpack__()
+    return mx.nd.from_dlpack(capsule)

@@ -1,0 +1,82 @@
+"""Evaluation and checkpointing, as hooks of the training loop (logging is in `logger.py`)."""
+import logging
+
+from engine.checkpoint import export_for_deployment, save_checkpoint
+from engine.loop import HookBase
+
+log = logging.getLogger(__name__)
+
+
+def _is_due(loop, every):
+    """True after every `every`-th epoch and after the last one."""
+    done = loop.epoch + 1
+    return (every > 0 and done % every == 0) or done == loop.num_epochs
+
+
+class EvalHook(HookBase):
+    """Evaluate on the validation loader after every `every` epochs and after the last.
+
+    The metrics land in `loop.metrics` for the logger and the checkpoint; the best value of
+    the task's main metric is kept in this hook's state.
+    """
+
+    def __init__(self, val_loader, dist, every=1):
+        self.val_loader = val_loader
+        self.dist = dist
+        self.every = every
+        self.best = None
+
+    def before_epoch(self, loop):
+        loop.metrics = None
+
+    def after_epoch(self, loop):
+        if not _is_due(loop, self.every):
+            return
+        metrics = loop.task.evaluate(loop.net, self.val_loader, self.dist)
+        main = metrics[loop.task.main_metric]
+        if self.best is None or main > self.best:
+            self.best = main
+        loop.metrics = dict(metrics, best=self.best)
+
+    def state_dict(self):
+        return {"best": self.best}
+
+    def load_state_dict(self, state):
+        self.best = state.get("best")
+
+
+class CheckpointHook(HookBase):
+    """Save a checkpoint after every `every` epochs and after the last (rank 0 writes).
+
+    Every worker contributes its loader and task state (its own data shard position and random
+    generators), gathered to rank 0, so that a resumed run continues with the same samples and
+    augmentations. With `export_prefix`, the network is also exported as
+    `export_prefix`-symbol.json / -NNNN.params for deployment.
+    """
+
+    def __init__(self, directory, dist, train_loader, config, every=1, keep_last=5,
+                 export_prefix=None):
+        self.directory = directory
+        self.dist = dist
+        self.train_loader = train_loader
+        self.config = config
+        self.every = every
+        self.keep_last = keep_last
+        self.export_prefix = export_prefix
+
+    def after_epoch(self, loop):
+        if not _is_due(loop, self.every):
+            return
+        workers = self.dist.gather_objects({"loader": self.train_loader.state(),
+                                            "task": loop.task.state_dict()})
+        if not self.dist.is_main:
+            return
+        loop_state = loop.state_dict()
+        loop_state["epoch"] = loop.epoch + 1  # the epoch a resumed run starts with
+        state = {"loop": loop_state, "workers": workers, "config": self.config,
+                 "metrics": getattr(loop, "metrics", None)}
+        path = save_checkpoint(self.directory, loop.epoch + 1, loop.net, loop.trainer, state,
+                               self.keep_last)
+        log.info("saved checkpoint %s", path)
+        if self.export_prefix:
+            export_for_deployment(loop.net, self.export_prefix, loop.epoch + 1)

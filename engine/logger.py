@@ -1,0 +1,119 @@
+"""Training logs: a JSON line per interval and per epoch, readable text, a progress bar.
+
+JSON records (one object per line, rank 0 only):
+
+- ``{"event": "train", "epoch", "iteration", "step", "loss", "lr", "img_per_s",
+  "data_wait_ms", "loss_scale"}`` every `interval` iterations;
+- ``{"event": "epoch", "epoch", "loss", "lr", "img_per_s", "iter_ms", "data_wait_ms",
+  "seconds", "val": {...} or null}`` after each epoch, where ``img_per_s`` is the global batch
+  over the mean iteration time (data wait included, evaluation excluded).
+
+``epoch`` is 0-based and ``iteration`` 1-based within the epoch; ``step`` counts optimizer steps
+from the start of training.
+"""
+import json
+import logging
+import sys
+import time
+
+from mxnet import nd
+
+from engine.loop import HookBase
+
+log = logging.getLogger(__name__)
+
+
+class LoggerHook(HookBase):
+    """Log losses, learning rate, throughput and data-loading wait.
+
+    Parameters
+    ----------
+    dist : Distributed
+    json_path : str or None
+        Where rank 0 appends JSON lines.
+    interval : int
+        Iterations between "train" records.
+    progress : bool or None
+        Show a tqdm bar; None shows it when stderr is a terminal.
+    """
+
+    def __init__(self, dist, json_path, interval=20, progress=None):
+        self.dist = dist
+        self.json_path = json_path
+        self.interval = max(1, interval)
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self._bar = None
+
+    def before_epoch(self, loop):
+        self._epoch_losses = []
+        self._epoch_data_seconds = 0.0
+        self._start_interval(loop)
+        if self.dist.is_main and self.progress:
+            from tqdm import tqdm
+            self._bar = tqdm(total=loop.steps_per_epoch, desc=f"epoch {loop.epoch}",
+                             unit="it", leave=False, dynamic_ncols=True)
+
+    def _start_interval(self, loop):
+        self._interval_losses = []
+        self._interval_data_seconds = 0.0
+        self._interval_start = time.perf_counter()
+
+    def after_step(self, loop):
+        mean_loss = loop.loss.mean()
+        self._interval_losses.append(mean_loss)
+        self._epoch_losses.append(mean_loss)
+        self._interval_data_seconds += loop.data_seconds
+        self._epoch_data_seconds += loop.data_seconds
+        if self._bar is not None:
+            self._bar.update(1)
+        iteration = loop.step_in_epoch + 1
+        if iteration % self.interval == 0 or iteration == loop.steps_per_epoch:
+            self._log_interval(loop, iteration)
+
+    def _log_interval(self, loop, iteration):
+        loss = nd.add_n(*self._interval_losses).asscalar() / len(self._interval_losses)
+        seconds = time.perf_counter() - self._interval_start  # asscalar() waited for the steps
+        steps = len(self._interval_losses)
+        record = {"event": "train", "epoch": loop.epoch, "iteration": iteration,
+                  "step": loop.global_step, "loss": float(loss),
+                  "lr": loop.trainer.learning_rate,
+                  "img_per_s": loop.batch_size * self.dist.size * steps / seconds,
+                  "data_wait_ms": 1000 * self._interval_data_seconds / steps,
+                  "loss_scale": loop.loss_scaler.scale}
+        if self.dist.is_main:
+            self._write(record)
+            if self._bar is not None:
+                self._bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{record['img_per_s']:.1f}")
+            else:
+                log.info("epoch %d iter %d/%d  loss %.4f  lr %.5f  %.1f img/s  data wait %.1f ms",
+                         loop.epoch, iteration, loop.steps_per_epoch, loss, record["lr"],
+                         record["img_per_s"], record["data_wait_ms"])
+        self._start_interval(loop)
+
+    def after_epoch(self, loop):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        steps = len(self._epoch_losses)
+        local_loss = nd.add_n(*self._epoch_losses).asscalar() / steps
+        loss = self.dist.sum([local_loss])[0] / self.dist.size
+        iter_seconds = loop.epoch_seconds / steps
+        record = {"event": "epoch", "epoch": loop.epoch, "loss": float(loss),
+                  "lr": loop.trainer.learning_rate,
+                  "img_per_s": loop.batch_size * self.dist.size / iter_seconds,
+                  "iter_ms": 1000 * iter_seconds,
+                  "data_wait_ms": 1000 * self._epoch_data_seconds / steps,
+                  "seconds": loop.epoch_seconds, "val": getattr(loop, "metrics", None)}
+        if self.dist.is_main:
+            self._write(record)
+            val = record["val"]
+            val_text = ("  " + "  ".join(f"val {k} {v:.2f}" for k, v in val.items()
+                                         if k in ("top1", "top5"))) if val else ""
+            log.info("epoch %d done: loss %.4f  %.1f img/s  %.1f ms/iter  data wait %.1f ms%s",
+                     loop.epoch, loss, record["img_per_s"], record["iter_ms"],
+                     record["data_wait_ms"], val_text)
+
+    def _write(self, record):
+        if self.json_path:
+            with open(self.json_path, "a") as f:
+                f.write(json.dumps(record) + "\n")

@@ -1,0 +1,154 @@
+"""The training loop shared by every task.
+
+It does one thing: pull a batch, take an optimizer step, and tell the hooks. What differs per
+task (forward pass, loss, evaluation) sits behind `Task`; logging, evaluation, checkpoints and
+timing are hooks (`engine/hooks.py`) with state of their own that goes into checkpoints.
+"""
+import time
+
+from mxnet import autograd, nd
+
+
+class HookBase:
+    """A hook is called around the loop's events; override the ones you need.
+
+    `loop` is the `TrainLoop`; hooks read its `epoch`, `global_step`, `loss`, `batch_size`,
+    `data_seconds` and so on. A hook with state returns it from `state_dict()`.
+    """
+
+    def before_train(self, loop):
+        pass
+
+    def before_epoch(self, loop):
+        pass
+
+    def after_step(self, loop):
+        pass
+
+    def after_epoch(self, loop):
+        pass
+
+    def after_train(self, loop):
+        pass
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state):
+        pass
+
+
+class TrainLoop:
+    """Data-parallel training over an endless stream of batches.
+
+    Parameters
+    ----------
+    net : mxnet.gluon.HybridBlock
+        The network, initialised, on the worker's device.
+    trainer : mxnet.gluon.Trainer
+        From `Distributed.make_trainer`: its `allreduce_grads` averages over workers.
+    task : Task
+        Computes the per-sample training loss of a batch and evaluates.
+    train_loader : iterable
+        Yields dict batches and starts over by itself after each of its epochs.
+    steps_per_epoch : int
+        Optimizer steps per epoch, equal on every worker (allreduce would hang otherwise).
+    batch_size : int
+        Samples per step on this worker.
+    loss_scaler : LossScaler
+    hooks : list of HookBase
+        Called in order.
+    """
+
+    def __init__(self, net, trainer, task, train_loader, steps_per_epoch, batch_size,
+                 loss_scaler, hooks):
+        self.net = net
+        self.trainer = trainer
+        self.task = task
+        self.train_loader = train_loader
+        self.steps_per_epoch = steps_per_epoch
+        self.batch_size = batch_size
+        self.loss_scaler = loss_scaler
+        self.hooks = list(hooks)
+        self.params = [p for p in net.collect_params().values() if p.grad_req != "null"]
+        self.epoch = 0
+        self.global_step = 0
+        self.step_in_epoch = 0
+        self.loss = None
+        self.data_seconds = 0.0
+        self.epoch_seconds = 0.0
+        self.num_epochs = 0
+        self.metrics = None
+
+    def run(self, start_epoch, num_epochs):
+        """Train from the start of `start_epoch` to the end of epoch `num_epochs - 1`."""
+        self.epoch = start_epoch
+        self.num_epochs = num_epochs
+        self.global_step = start_epoch * self.steps_per_epoch
+        self._call("before_train")
+        batches = _endless(self.train_loader)
+        for self.epoch in range(start_epoch, num_epochs):
+            self._call("before_epoch")
+            epoch_start = time.perf_counter()
+            for self.step_in_epoch in range(self.steps_per_epoch):
+                started = time.perf_counter()
+                batch = next(batches)
+                self.data_seconds = time.perf_counter() - started
+                self.run_step(batch)
+                self.global_step += 1
+                self._call("after_step")
+            nd.waitall()  # the epoch's time includes its last queued operators
+            self.epoch_seconds = time.perf_counter() - epoch_start
+            self._call("after_epoch")
+        self._call("after_train")
+
+    def run_step(self, batch):
+        """Forward, backward, allreduce, update; skip the update when gradients overflow."""
+        previous_loss = self.loss
+        scale = self.loss_scaler.scale
+        with autograd.record():
+            loss = self.task.train_loss(self.net, batch)
+            scaled_loss = loss * scale if scale != 1.0 else loss
+        scaled_loss.backward()
+        self.trainer.allreduce_grads()
+        finite = self.loss_scaler.grads_finite(self.params)
+        if finite:
+            # The per-sample losses were summed by backward(); dividing by batch and scale
+            # gives the mean gradient, and Horovod averages it over workers.
+            self.trainer.update(self.batch_size * scale)
+        self.loss_scaler.update(finite)
+        self.loss = loss
+        # MXNet runs operators asynchronously. Waiting for the previous step bounds the queue
+        # to one step in flight while the next batch is already being prepared.
+        if previous_loss is not None:
+            previous_loss.wait_to_read()
+
+    def state_dict(self):
+        """Loop position and hook states (equal on every worker)."""
+        return {"epoch": self.epoch, "global_step": self.global_step,
+                "loss_scaler": self.loss_scaler.state_dict(),
+                "hooks": {type(h).__name__: h.state_dict() for h in self.hooks}}
+
+    def load_state_dict(self, state):
+        self.loss_scaler.load_state_dict(state["loss_scaler"])
+        for hook in self.hooks:
+            hook.load_state_dict(state["hooks"].get(type(hook).__name__, {}))
+
+    def _call(self, event):
+        for hook in self.hooks:
+            getattr(hook, event)(self)
+
+
+def _endless(loader):
+    """Batches from `loader`, epoch after epoch; the loop decides where its epochs end."""
+    empty_epochs = 0
+    while True:
+        produced = False
+        for batch in loader:
+            produced = True
+            yield batch
+        # A loader restored from a checkpoint taken at the end of its epoch starts with an
+        # empty pass; two in a row mean it has no data at all.
+        empty_epochs = 0 if produced else empty_epochs + 1
+        if empty_epochs == 2:
+            raise RuntimeError("the training loader produced no batch in a whole epoch")
