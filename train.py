@@ -120,7 +120,8 @@ def parse_args(argv=None):
     g.add_argument("--save-frequency", type=int, default=1,
                    help="checkpoint every N epochs (and after the last); 0: never")
     g.add_argument("--keep-checkpoints", type=int, default=5, help="0 keeps all")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="progress bar; auto: when stderr is a terminal")
     return p.parse_args(argv)
 
 
@@ -131,6 +132,9 @@ def select_device(args, dist):
     if gpus == 0 and dtype == "float16":
         raise UsageError("--dtype float16 needs a GPU and a CUDA build of MXNet (mxnet-cu112); "
                          "MXNet has no float16 convolutions on CPU. Use --dtype float32.")
+    if gpus == 0 and args.layout == "NHWC":
+        raise UsageError("--layout NHWC needs a GPU (cuDNN); MXNet's CPU convolutions take "
+                         "NCHW. Use --layout NCHW.")
     if gpus and dist.local_rank >= gpus:
         raise UsageError(f"worker {dist.local_rank} on this host has no GPU: {gpus} visible; "
                          f"start at most {gpus} workers per host")
@@ -166,7 +170,7 @@ def find_resume_checkpoint(args, dist):
             log.warning("--resume: no valid checkpoint in %s/checkpoints; starting from "
                         "scratch", args.workspace)
         else:
-            log.info("resuming from %s (epoch %d done)", checkpoint.path,
+            log.info("using checkpoint %s (%d epochs done)", checkpoint.path,
                      checkpoint.state["epoch"])
     # Every worker must learn of an error, or the others would wait for rank 0 forever.
     checkpoint, error = dist.broadcast_object((checkpoint, error))
@@ -229,7 +233,8 @@ def train(args, dist, net, task, ctx, cfg, checkpoint, config):
     if val_loader is not None:
         hooks.append(EvalHook(val_loader, dist, every=args.eval_every))
     hooks.append(LoggerHook(dist, os.path.join(args.workspace, "log.jsonl"),
-                            args.log_interval, progress=False if args.no_progress else None))
+                            args.log_interval,
+                            progress={"auto": None, "on": True, "off": False}[args.progress]))
     if args.save_frequency > 0:
         hooks.append(CheckpointHook(os.path.join(args.workspace, "checkpoints"), dist,
                                     train_loader, config, args.save_frequency,

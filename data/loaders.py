@@ -139,15 +139,13 @@ class DALILoader:
             pipeline = classification_train_pipeline(
                 random_area=config.random_area, random_aspect_ratio=config.random_aspect_ratio,
                 **common)
+            _check_shard_holds_a_batch(pipeline, rec, config)
             policy = LastBatchPolicy.DROP
         else:
             pipeline = classification_val_pipeline(resize_shorter=config.val_resize_shorter,
                                                     **common)
             policy = LastBatchPolicy.PARTIAL
         self._iterator = DALIMXNetIterator(pipeline, ["data", "label"], READER_NAME, policy)
-        if len(self._iterator) == 0:
-            raise DataError(f"{rec} holds fewer samples per worker than one batch of "
-                            f"{config.batch_size}; lower the batch size or the worker count")
 
     def __iter__(self):
         return iter(self._iterator)
@@ -275,6 +273,16 @@ class SyntheticLoader:
 
     def state(self):
         return None
+
+
+def _check_shard_holds_a_batch(pipeline, rec, config):
+    # Training drops incomplete batches; a shard smaller than one batch would have none.
+    pipeline.build()
+    samples = pipeline.reader_meta(READER_NAME)["epoch_size"]
+    if samples // config.world_size < config.batch_size:
+        raise DataError(f"{rec} holds {samples} samples: fewer samples per worker than one "
+                        f"batch of {config.batch_size} with {config.world_size} worker(s); "
+                        f"lower the batch size or the worker count")
 
 
 def _count_index_entries(idx_path):

@@ -114,8 +114,9 @@ def latest_checkpoint(directory):
     return None
 
 
-def export_for_deployment(net, prefix, epoch):
-    """Write `prefix`-symbol.json and `prefix`-NNNN.params (``net.export``), atomically.
+def export_for_deployment(net, prefix, epoch, keep_last=5):
+    """Write `prefix`-symbol.json and `prefix`-NNNN.params (``net.export``), atomically, and
+    keep the newest `keep_last` .params files (0 keeps all).
 
     The network must be hybridized and have run forward once.
     """
@@ -129,6 +130,12 @@ def export_for_deployment(net, prefix, epoch):
         os.replace(f"{staged_prefix}-{epoch:04d}.params", f"{prefix}-{epoch:04d}.params")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if keep_last > 0:
+        pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-(\d{4,})\.params$")
+        exported = sorted((int(m.group(1)), name) for name in os.listdir(directory)
+                          if (m := pattern.match(name)))
+        for _, name in exported[:-keep_last]:
+            os.remove(os.path.join(directory, name))
 
 
 def _prune(directory, keep_last):

@@ -79,4 +79,4 @@ class CheckpointHook(HookBase):
                                self.keep_last)
         log.info("saved checkpoint %s", path)
         if self.export_prefix:
-            export_for_deployment(loop.net, self.export_prefix, loop.epoch + 1)
+            export_for_deployment(loop.net, self.export_prefix, loop.epoch + 1, self.keep_last)

@@ -1,0 +1,112 @@
+"""Checkpoints: atomic, verified, pruned; broken ones skipped with a message."""
+import logging
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, gluon
+from mxnet.gluon import nn
+
+from engine.checkpoint import (CheckpointError, export_for_deployment, latest_checkpoint,
+                               list_checkpoints, save_checkpoint, verify_checkpoint)
+from engine.weights import load_weights, read_trainer_states, restore_trainer_states
+
+
+def _net_and_trainer():
+    net = nn.HybridSequential(prefix="net_")  # fixed names, as the model zoo's networks have
+    with net.name_scope():
+        net.add(nn.Dense(4, in_units=3))
+    net.initialize()
+    net.hybridize()
+    trainer = gluon.Trainer(net.collect_params(), "sgd",
+                            {"learning_rate": 0.1, "momentum": 0.9}, kvstore=None)
+    with autograd.record():
+        loss = net(mx.nd.ones((2, 3))).sum()
+    loss.backward()
+    trainer.step(2)  # creates momentum state, so the states file is not trivial
+    return net, trainer
+
+
+def _save(directory, epochs, keep_last=5):
+    net, trainer = _net_and_trainer()
+    for epoch in epochs:
+        save_checkpoint(str(directory), epoch, net, trainer, {"loop": {"epoch": epoch}},
+                        keep_last)
+    return net, trainer
+
+
+def test_save_writes_verified_checkpoint_and_restores_it(tmp_path):
+    net, trainer = _save(tmp_path, [1])
+    checkpoint = latest_checkpoint(str(tmp_path))
+    assert checkpoint.path.endswith("epoch-0001") and checkpoint.state["epoch"] == 1
+    assert sorted(os.listdir(checkpoint.path)) == ["model.params", "state.json",
+                                                   "trainer.states"]
+    other, other_trainer = _net_and_trainer()
+    load_weights(other, checkpoint.path, mx.cpu())
+    for a, b in zip(net.collect_params().values(), other.collect_params().values()):
+        np.testing.assert_array_equal(a.data().asnumpy(), b.data().asnumpy())
+    restore_trainer_states(other_trainer, read_trainer_states(checkpoint))
+    assert other_trainer._optimizer.num_update == trainer._optimizer.num_update
+
+
+def test_keep_last_prunes_oldest(tmp_path):
+    _save(tmp_path, [1, 2, 3, 4], keep_last=2)
+    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path))] == [
+        "epoch-0004", "epoch-0003"]
+
+
+def test_corrupt_newest_falls_back_with_a_warning(tmp_path, caplog):
+    _save(tmp_path, [1, 2])
+    params = tmp_path / "epoch-0002" / "model.params"
+    params.write_bytes(params.read_bytes()[:-10])  # truncated, as by a disk error
+    with caplog.at_level(logging.WARNING):
+        checkpoint = latest_checkpoint(str(tmp_path))
+    assert checkpoint.path.endswith("epoch-0001")
+    assert "epoch-0002 is unusable" in caplog.text and "checksum" in caplog.text
+    with pytest.raises(CheckpointError, match="checksum"):
+        verify_checkpoint(str(tmp_path / "epoch-0002"))
+
+
+def test_missing_state_file_is_unusable(tmp_path):
+    _save(tmp_path, [1])
+    os.remove(tmp_path / "epoch-0001" / "state.json")
+    assert latest_checkpoint(str(tmp_path)) is None
+
+
+def test_interrupted_write_leaves_no_checkpoint(tmp_path):
+    net, trainer = _net_and_trainer()
+
+    class Interrupted(Exception):
+        pass
+
+    def fail(_):
+        raise Interrupted()
+
+    trainer.save_states = fail  # dies half-way, after the parameters were written
+    with pytest.raises(Interrupted):
+        save_checkpoint(str(tmp_path), 1, net, trainer, {})
+    assert list_checkpoints(str(tmp_path)) == [] and os.listdir(tmp_path) == []
+
+
+def test_staging_directories_of_a_killed_run_are_ignored(tmp_path):
+    _save(tmp_path, [1])
+    os.makedirs(tmp_path / ".epoch-0002-abcd")  # what a SIGKILL during a write leaves
+    assert latest_checkpoint(str(tmp_path)).path.endswith("epoch-0001")
+
+
+def test_export_writes_symbol_and_params_and_prunes(tmp_path):
+    net, _ = _net_and_trainer()
+    prefix = str(tmp_path / "model")
+    for epoch in (1, 2, 3):
+        export_for_deployment(net, prefix, epoch, keep_last=2)
+    assert sorted(os.listdir(tmp_path)) == ["model-0002.params", "model-0003.params",
+                                            "model-symbol.json"]
+    loaded = gluon.SymbolBlock.imports(prefix + "-symbol.json", ["data"],
+                                       prefix + "-0003.params")
+    x = mx.nd.random.uniform(shape=(2, 3))
+    np.testing.assert_allclose(loaded(x).asnumpy(), net(x).asnumpy(), rtol=1e-6)
+    # Exported parameters also load back into the Gluon network.
+    fresh, _ = _net_and_trainer()
+    load_weights(fresh, prefix + "-0003.params", mx.cpu())
+    np.testing.assert_allclose(fresh(x).asnumpy(), net(x).asnumpy(), rtol=1e-6)

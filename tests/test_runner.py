@@ -1,0 +1,93 @@
+"""./runner and train.py refuse what cannot run, with a message that says what to do."""
+import argparse
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNER = os.path.join(ROOT, "runner")
+
+
+def _load_runner():
+    loader = importlib.machinery.SourceFileLoader("runner_module", RUNNER)
+    spec = importlib.util.spec_from_loader("runner_module", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def _run(*args, script=RUNNER):
+    command = [sys.executable, script, *args] if script.endswith(".py") else [script, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def test_float16_without_gpu_is_refused(tiny_dataset):
+    result = _run("--dtype", "float16", "--data-root", str(tiny_dataset))
+    assert result.returncode == 2
+    assert "float16 needs GPUs" in result.stderr and "--dtype float32" in result.stderr
+
+
+def test_missing_data_root_is_refused(tmp_path):
+    result = _run("--data-root", str(tmp_path / "missing"))
+    assert result.returncode == 2 and "is not a directory" in result.stderr
+
+
+def test_rec_without_idx_is_refused(tiny_dataset, tmp_path):
+    for split in ("train", "val"):
+        shutil.copy(tiny_dataset / f"{split}.rec", tmp_path / f"{split}.rec")
+    shutil.copy(tiny_dataset / "val.idx", tmp_path / "val.idx")
+    result = _run("--data-root", str(tmp_path))
+    assert result.returncode == 2
+    assert "train.rec has no index" in result.stderr and "--index-only" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["-b", "-n"])
+def test_counts_below_one_are_refused(flag):
+    result = _run(flag, "0")
+    assert result.returncode == 2 and "must be at least 1" in result.stderr
+
+
+def test_more_workers_than_gpus_is_refused(tiny_dataset):
+    runner = _load_runner()
+    args, _ = runner.parse_args(["-n", "4", "--data-root", str(tiny_dataset)])
+    with pytest.raises(runner.UsageError, match="more workers than the 2 GPUs"):
+        runner.check_request(args, gpus=2)
+    args, _ = runner.parse_args(["-n", "2", "--data-root", str(tiny_dataset)])
+    runner.check_request(args, gpus=2)
+    assert args.dtype == "float16"  # the default where there are GPUs
+
+
+def test_dry_run_launches_workers_through_horovodrun(tiny_dataset):
+    result = _run("-n", "2", "-b", "16", "--data-root", str(tiny_dataset), "--dry-run",
+                  "--arch", "resnet18_v1.5")
+    assert result.returncode == 0, result.stderr
+    assert "--dtype float32 (MXNet sees no GPU" in result.stdout
+    launch = result.stdout.strip().splitlines()[-1]
+    assert "horovodrun -np 2 -H localhost:2 --gloo" in launch
+    assert "--batch-size 16" in launch and launch.endswith("--arch resnet18_v1.5")
+
+
+def test_runner_help_explains_every_flag():
+    result = _run("--help")
+    assert result.returncode == 0
+    for flag in ("-n", "-b", "--dtype", "--data-root", "--data-backend", "--num-epochs",
+                 "--num-examples", "--image-shape", "--lr", "--mode", "--resume",
+                 "--workspace"):
+        assert flag in result.stdout
+
+
+def test_train_refuses_nhwc_on_cpu(tiny_dataset, tmp_path):
+    result = _run("--data-root", str(tiny_dataset), "--layout", "NHWC", "--workspace",
+                  str(tmp_path), script=os.path.join(ROOT, "train.py"))
+    assert result.returncode == 2 and "NHWC needs a GPU" in result.stdout
+
+
+def test_val_without_checkpoint_is_refused(tiny_dataset, tmp_path):
+    result = _run("--data-root", str(tiny_dataset), "--mode", "val", "--workspace",
+                  str(tmp_path), script=os.path.join(ROOT, "train.py"))
+    assert result.returncode == 2 and "no valid checkpoint" in result.stdout
