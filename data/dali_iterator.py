@@ -7,7 +7,9 @@ NDArray through DLPack and drop the padding of a partial last batch.
 
 Zero-copy is safe because DALI 2.x pipelines run on the dynamic executor: each batch's outputs
 are fresh buffers kept alive by their references (here, the DLPack capsules that MXNet holds),
-not a ring of buffers that the next run would overwrite.
+not a ring of buffers that the next run would overwrite. Older DALI (e.g. 1.37 in NVIDIA's
+MXNet container) or `exec_dynamic=False` reuse their output buffers; there each output is
+copied, and the copy finished, before the buffers go back to DALI.
 
 Last-batch policies (`LastBatchPolicy`), for a shard of 7 samples and batch 2:
 
@@ -76,7 +78,8 @@ class DALIMXNetIterator(_DaliBaseIterator):
         if len(outputs) != len(self.output_names):
             raise ValueError(f"pipeline has {len(outputs)} outputs but output_names names "
                              f"{len(self.output_names)}: {self.output_names}")
-        batch = {name: _to_ndarray(out) for name, out in zip(self.output_names, outputs)}
+        copy = not self._pipes[0].exec_dynamic
+        batch = {name: _to_ndarray(out, copy) for name, out in zip(self.output_names, outputs)}
         self._schedule_runs()
         self._advance_and_check_drop_last()
         drop, keep = self._remove_padded()
@@ -85,11 +88,16 @@ class DALIMXNetIterator(_DaliBaseIterator):
         return batch
 
 
-def _to_ndarray(tensor_list):
-    """One DALI output batch as an NDArray that shares its memory."""
+def _to_ndarray(tensor_list, copy):
+    """One DALI output batch as an NDArray that shares its memory (or, with `copy`, owns a
+    finished copy of it)."""
     tensor = tensor_list.as_tensor()
     if isinstance(tensor_list, (TensorListGPU, TensorGPU)):
         capsule = tensor.__dlpack__(stream=_LEGACY_DEFAULT_STREAM)
     else:
         capsule = tensor.__dlpack__()
-    return mx.nd.from_dlpack(capsule)
+    array = mx.nd.from_dlpack(capsule)
+    if copy:
+        array = array.copy()
+        array.wait_to_read()  # MXNet copies asynchronously; DALI reuses the buffer next run
+    return array

@@ -104,3 +104,18 @@ def test_mismatched_output_names_are_reported(tmp_path):
         num_threads=1, device_id=None)
     with pytest.raises(ValueError, match="2 outputs"):
         DALIMXNetIterator(pipeline, ["data"], READER_NAME, LastBatchPolicy.PARTIAL)
+
+
+def test_static_executor_outputs_are_copied_before_reuse(tmp_path):
+    # Without the dynamic executor DALI recycles its output buffers; batches must not change.
+    prefix = _indexed_record(tmp_path, 12)
+    pipeline = classification_val_pipeline(
+        rec_path=prefix + ".rec", idx_path=prefix + ".idx", shard_id=0, num_shards=1,
+        crop_size=(8, 8), resize_shorter=8, decoder_device="cpu", hw_decoder_load=0.0,
+        dtype="float32", layout="NCHW", pad_channels=False, batch_size=4, num_threads=1,
+        device_id=None, exec_dynamic=False, prefetch_queue_depth=2)
+    iterator = DALIMXNetIterator(pipeline, ["data", "label"], READER_NAME,
+                                 LastBatchPolicy.PARTIAL)
+    kept = [batch for _ in range(2) for batch in iterator]
+    labels = [batch["label"].asnumpy().tolist() for batch in kept]
+    assert labels == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]] * 2
