@@ -10,14 +10,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 DEPS_STAMP := $(VENV)/.deps-installed
 HOROVOD_STAMP := $(VENV)/.horovod-installed
 
-DEMO_DATA := demo_data/classification
-DEMO_REC := $(DEMO_DATA)/rec
-DEMO_WORKSPACE := workspace/demo
-# Demo training: ResNet-18 v1.5 at 64x64 on 2 CPU workers (Horovod over Gloo).
-DEMO_TRAIN := -n 2 -b 32 --arch resnet18_v1.5 --num-classes 10 --image-shape 3,64,64 \
-	--num-epochs 12 --lr 1.0 --warmup-epochs 2 --min-random-area 0.25
-
-.PHONY: setup ops demo demo-data test clean-demo
+.PHONY: setup ops demo test clean-demo
 
 setup: $(HOROVOD_STAMP) ops
 
@@ -42,20 +35,12 @@ $(HOROVOD_STAMP): $(DEPS_STAMP)
 ops: $(DEPS_STAMP)
 	$(PY) -m ops.build
 
-demo-data: $(DEPS_STAMP)
-	$(PY) -m data.demo classification --out $(DEMO_DATA)
-	mkdir -p $(DEMO_REC)
-	for split in train val; do \
-		$(PY) -m data.im2rec --list --recursive $(DEMO_REC)/$$split $(DEMO_DATA)/$$split && \
-		$(PY) -m data.im2rec --num-thread $$(nproc) $(DEMO_REC)/$$split $(DEMO_DATA)/$$split \
-		|| exit 1; \
-	done
-
-demo: setup demo-data
-	./runner $(DEMO_TRAIN) --data-root $(DEMO_REC) --workspace $(DEMO_WORKSPACE)
+# examples/demo.sh: demo data -> im2rec -> ./runner (2 CPU workers) -> top-1 and output paths.
+demo: setup
+	examples/demo.sh demo_data/classification workspace/demo
 
 test: setup
 	$(PY) -m pytest
 
 clean-demo:
-	rm -rf demo_data $(DEMO_WORKSPACE)
+	rm -rf demo_data workspace/demo
