@@ -19,7 +19,7 @@ import models
 from data.loaders import BACKENDS, DataError, LoaderConfig, build_loader
 from engine.checkpoint import CheckpointError, latest_checkpoint
 from engine.distributed import init_distributed
-from engine.hooks import CheckpointHook, EvalHook
+from engine.hooks import CheckpointHook, EvalHook, SyncBatchNormStatsHook
 from engine.logger import LoggerHook
 from engine.loop import TrainLoop
 from engine.loss_scaler import LossScaler
@@ -229,7 +229,7 @@ def train(args, dist, net, task, ctx, cfg, checkpoint, config):
         restore_trainer_states(trainer, dist.broadcast_object(
             read_trainer_states(checkpoint) if dist.is_main else None))
     task.load_state_dict(worker_state.get("task", {}))
-    hooks = []
+    hooks = [SyncBatchNormStatsHook(dist)]
     if val_loader is not None:
         hooks.append(EvalHook(val_loader, dist, every=args.eval_every))
     hooks.append(LoggerHook(dist, os.path.join(args.workspace, "log.jsonl"),

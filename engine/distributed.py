@@ -42,6 +42,13 @@ class Distributed:
         if self._hvd is not None and self.size > 1:
             self._hvd.broadcast_parameters(params, root_rank=0)
 
+    def average_arrays(self, arrays, name):
+        """Replace each NDArray in `arrays` by its mean over all workers, in place."""
+        if self._hvd is None or self.size == 1:
+            return
+        for i, array in enumerate(arrays):
+            self._hvd.allreduce_(array, average=True, name=f"{name}.{i}")
+
     def sum(self, values):
         """Element-wise sum of a float64 numpy vector over all workers."""
         values = np.asarray(values, dtype=np.float64)

@@ -13,6 +13,23 @@ def _is_due(loop, every):
     return (every > 0 and done % every == 0) or done == loop.num_epochs
 
 
+class SyncBatchNormStatsHook(HookBase):
+    """Average BatchNorm running means and variances over all workers after every epoch.
+
+    Each worker updates its statistics from its own batches only; averaging them makes every
+    worker evaluate the same network, and the checkpoint (written by rank 0) the network that
+    was evaluated. Place it before `EvalHook` and `CheckpointHook`.
+    """
+
+    def __init__(self, dist):
+        self.dist = dist
+
+    def after_epoch(self, loop):
+        stats = [p.data() for p in loop.net.collect_params().values()
+                 if p.grad_req == "null"]
+        self.dist.average_arrays(stats, "batchnorm_stats")
+
+
 class EvalHook(HookBase):
     """Evaluate on the validation loader after every `every` epochs and after the last.
 

@@ -68,7 +68,7 @@ def test_dry_run_launches_workers_through_horovodrun(tiny_dataset):
     assert result.returncode == 0, result.stderr
     assert "--dtype float32 (MXNet sees no GPU" in result.stdout
     launch = result.stdout.strip().splitlines()[-1]
-    assert "horovodrun -np 2 -H localhost:2 --gloo" in launch
+    assert "horovodrun -np 2 -H localhost:2 --gloo --gloo-timeout-seconds" in launch
     assert "--batch-size 16" in launch and launch.endswith("--arch resnet18_v1.5")
 
 

@@ -22,7 +22,8 @@ def _run(command, tmp_path):
 def test_two_workers_equal_one_worker_with_double_batch(tmp_path):
     batch, steps = 4, 6
     _run([sys.executable, WORKER, str(2 * batch), str(steps), "single.params"], tmp_path)
-    _run([HOROVODRUN, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, WORKER,
+    _run([HOROVODRUN, "-np", "2", "-H", "localhost:2", "--gloo", "--gloo-timeout-seconds",
+          "300", sys.executable, WORKER,
           str(batch), str(steps), "two.params"], tmp_path)
     single = mx.nd.load(str(tmp_path / "single.params"))
     two = mx.nd.load(str(tmp_path / "two.params"))
