@@ -13,11 +13,17 @@ import logging
 import os
 import sys
 
-import mxnet as mx
+# MXNet sizes its CPU thread pool once, at import, and by default takes half the cores. Each
+# worker gets its share of all cores instead (horovodrun says how many workers share a host).
+_WORKERS_HERE = int(os.environ.get("HOROVOD_LOCAL_SIZE", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS_HERE)))
+
+import mxnet as mx  # noqa: E402
 
 import models
 from data.loaders import BACKENDS, DataError, LoaderConfig, build_loader
 from engine.checkpoint import CheckpointError, latest_checkpoint
+from engine.cli import image_shape, positive_int
 from engine.distributed import init_distributed
 from engine.hooks import CheckpointHook, EvalHook, SyncBatchNormStatsHook
 from engine.logger import LoggerHook
@@ -33,23 +39,6 @@ log = logging.getLogger("train")
 
 class UsageError(Exception):
     """A combination of arguments that cannot run; the message says what to change."""
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def image_shape(text):
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,224,224, got {text!r}")
-    return shape
 
 
 def parse_args(argv=None):
@@ -188,7 +177,8 @@ def loader_config(args, dist, device_id, dtype, backend):
         random_area=(args.min_random_area, args.max_random_area),
         random_aspect_ratio=(args.min_random_aspect_ratio, args.max_random_aspect_ratio),
         resize_shorter=args.resize_shorter, hw_decoder_load=args.hw_decoder_load,
-        pad_channels=args.pad_channels, num_classes=args.num_classes)
+        pad_channels=args.pad_channels, num_classes=args.num_classes,
+        num_examples=args.num_examples)
 
 
 def steps_per_epoch(args, dist, train_loader):

@@ -57,6 +57,7 @@ class LoaderConfig:
     hw_decoder_load: float = 0.65
     pad_channels: bool = False
     num_classes: int = 1000  # synthetic labels
+    num_examples: int = None  # synthetic epoch length (all workers together), if given
 
     @property
     def crop_size(self):
@@ -239,8 +240,8 @@ class RecordIterLoader:
 class SyntheticLoader:
     """One random batch, made once on the worker's device and yielded again and again.
 
-    An epoch has as many batches as the real training set would (or `--num-examples`); with no
-    data root it has 10,000 samples worth per worker.
+    An epoch has `num_examples` samples over all workers when given, else as many as the
+    real data set under `data_root` would have, else 10,000.
     """
 
     def __init__(self, config, split):
@@ -258,11 +259,13 @@ class SyntheticLoader:
     @staticmethod
     def _epoch_batches(config, split):
         idx = os.path.join(config.data_root or "", f"{split}.idx")
-        if config.data_root and os.path.isfile(idx):
-            samples = _count_index_entries(idx) // config.world_size
+        if config.num_examples:
+            samples = config.num_examples
+        elif config.data_root and os.path.isfile(idx):
+            samples = _count_index_entries(idx)
         else:
             samples = 10_000
-        return max(1, samples // config.batch_size)
+        return max(1, samples // config.world_size // config.batch_size)
 
     def __iter__(self):
         for _ in range(self._length):

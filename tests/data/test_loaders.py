@@ -96,3 +96,10 @@ def test_batch_larger_than_a_shard(tiny_dataset):
 def test_unknown_backend(tiny_dataset):
     with pytest.raises(DataError, match="unknown data backend"):
         build_loader(_config(tiny_dataset, "pillow"), "train")
+
+
+def test_synthetic_epoch_length_follows_num_examples(tiny_dataset):
+    assert len(build_loader(_config(tiny_dataset, "synthetic", num_examples=64, world_size=2),
+                            "train")) == 64 // 2 // 8
+    assert len(build_loader(_config(tiny_dataset, "synthetic"), "train")) == 96 // 8
+    assert len(build_loader(_config(None, "synthetic"), "train")) == 10_000 // 8

@@ -1,0 +1,20 @@
+"""Throughput and latency measurements behind `benchmark.py`.
+
+=================  ======================================================================
+module             what it measures or does
+=================  ======================================================================
+``training``       one (workers, batch) training run through ``./runner``, read from the
+                   run's ``log.jsonl``
+``inference``      one batch size of hybridized forward passes, in this process
+``loaders``        the data pipelines alone, side by side, and the JPEG decode ceiling
+``sweep``          loops over the cases, prints progress, records what failed and goes on
+``stats``          the arithmetic: percentiles, images/s, epoch weighting, scaling
+``report``         the JSON report, the printed tables, ``--compare`` and the plot
+``settings``       what every case of a run shares (model, dtype, data, iterations ...)
+``machine``        CPU, GPU and library versions for the report
+``photos``         photo-like JPEGs in a RecordIO file, for loader and real-data runs
+=================  ======================================================================
+
+Only ``inference`` imports MXNet at module level, so ``benchmark.py --loaders`` and
+``--make-data`` also run where DALI is installed but MXNet is not.
+"""

@@ -1,0 +1,165 @@
+"""Inference throughput and latency of one batch size, in this process.
+
+The network is built from the models registry, initialised, cast and hybridized with
+``static_alloc`` and ``static_shape``, as deployed. Every timed iteration is one batch:
+(with real data) take the next batch from the loader, run the forward pass, and wait for its
+output, so each latency is what a caller waits for that batch ("Total IPS" in NVIDIA's
+tables: data time included). With synthetic data the input is one fixed array on the device.
+"""
+import gc
+import time
+
+import mxnet as mx
+
+import models
+from benchmarking.machine import cpu_cores
+from benchmarking.stats import cpu_share, images_per_second, latency_summary
+
+
+class InferenceError(Exception):
+    """A batch size that cannot run here; the message says why."""
+
+
+def inference_context():
+    """The first GPU where MXNet sees one, else the CPU."""
+    return mx.gpu(0) if mx.context.num_gpus() > 0 else mx.cpu()
+
+
+def build_network(model, num_classes, layout, image_shape, dtype, ctx):
+    """An initialised, cast, hybridized network of the registry's `model`.
+
+    Raises
+    ------
+    InferenceError
+        For float16 or NHWC without a GPU (MXNet has no CPU kernels for them).
+    """
+    if ctx.device_type == "cpu" and dtype == "float16":
+        raise InferenceError("float16 needs a GPU and a CUDA build of MXNet; MXNet has no "
+                             "float16 convolutions on CPU: use --dtype float32")
+    if ctx.device_type == "cpu" and layout == "NHWC":
+        raise InferenceError("NHWC needs a GPU (cuDNN); use --layout NCHW on CPU")
+    net = models.get_model(model, classes=num_classes, layout=layout)
+    mx.random.seed(0)
+    net.initialize(models.default_initializer(), ctx=ctx)
+    net(mx.nd.zeros(_input_shape(1, image_shape, layout), ctx=ctx))  # resolve deferred shapes
+    models.cast_network(net, dtype)
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net
+
+
+def _input_shape(batch_size, image_shape, layout):
+    c, h, w = image_shape
+    return (batch_size, c, h, w) if layout == "NCHW" else (batch_size, h, w, c)
+
+
+def synthetic_inputs(batch_size, image_shape, layout, dtype, ctx):
+    """An endless stream of one fixed random batch on `ctx`."""
+    data = mx.nd.random.normal(shape=_input_shape(batch_size, image_shape, layout), ctx=ctx,
+                               dtype=dtype)
+    while True:
+        yield data
+
+
+def real_inputs(settings, batch_size, ctx):
+    """Full batches of the validation split through `settings.data_backend`, endlessly.
+
+    The partial last batch of each pass is skipped (its fetch time falls into the next
+    timed batch).
+    """
+    from data.loaders import LoaderConfig, build_loader
+    config = LoaderConfig(
+        backend=settings.data_backend, data_root=settings.data_root, batch_size=batch_size,
+        image_shape=tuple(settings.image_shape), dtype=settings.dtype, layout=settings.layout,
+        device_id=ctx.device_id if ctx.device_type == "gpu" else None, num_threads=cpu_cores(),
+        num_classes=settings.num_classes)
+    loader = build_loader(config, "val")
+    while True:
+        produced = False
+        for batch in loader:
+            if batch["data"].shape[0] == batch_size:
+                produced = True
+                # ImageRecordIter's batches live in pinned memory, a context of their own.
+                yield batch["data"].as_in_context(ctx)
+        if not produced:
+            raise InferenceError(f"the validation set of {settings.data_root} holds fewer "
+                                 f"than one batch of {batch_size} images")
+
+
+def time_batches(net, inputs, count):
+    """Per-batch latencies in seconds of `count` forward passes over `inputs`."""
+    latencies = []
+    for _ in range(count):
+        start = time.perf_counter()
+        net(next(inputs)).wait_to_read()
+        latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+def run_inference_case(settings, batch_size, on_epoch=None):
+    """Measure inference at one batch size.
+
+    One untimed forward pass builds the cached graph; then `settings.warmup` epochs of
+    iterations run untimed and `settings.epochs` epochs are timed batch by batch.
+
+    Parameters
+    ----------
+    settings : benchmarking.settings.Settings
+    batch_size : int
+    on_epoch : callable, optional
+        Called as ``on_epoch(epoch, epochs, img_per_s, warmup)`` after every epoch.
+
+    Returns
+    -------
+    dict
+        ``img_per_s``, ``latency_ms`` (mean, p50, p90, p95, p99), ``iterations``,
+        ``epochs``, ``epoch_img_per_s`` and ``cpu_share`` (the share of the machine's CPU
+        time this process got while timed: well under 1 on CPU means other processes took
+        the rest, and the numbers are low).
+
+    Raises
+    ------
+    InferenceError
+        When it cannot run here or the data is too small; MXNet's own errors (out of
+        memory) pass through.
+    """
+    iterations = settings.epoch_iterations(batch_size)
+    if iterations < 1:
+        raise InferenceError(f"--num-examples {settings.num_examples} is less than one batch "
+                             f"of {batch_size}")
+    ctx = inference_context()
+    net = build_network(settings.model, settings.num_classes, settings.layout,
+                        settings.image_shape, settings.dtype, ctx)
+    inputs = None
+    try:
+        inputs = (real_inputs(settings, batch_size, ctx) if settings.real_data else
+                  synthetic_inputs(batch_size, settings.image_shape, settings.layout,
+                                   settings.dtype, ctx))
+        time_batches(net, inputs, 1)
+        latencies, epoch_rates, cpu_seconds, wall_seconds = [], [], 0.0, 0.0
+        for epoch in range(settings.warmup + settings.epochs):
+            cpu_start, wall_start = time.process_time(), time.perf_counter()
+            epoch_latencies = time_batches(net, inputs, iterations)
+            rate = images_per_second(batch_size, epoch_latencies)
+            counted = epoch >= settings.warmup
+            if counted:
+                latencies += epoch_latencies
+                epoch_rates.append(rate)
+                cpu_seconds += time.process_time() - cpu_start
+                wall_seconds += time.perf_counter() - wall_start
+            if on_epoch is not None:
+                on_epoch(epoch, settings.warmup + settings.epochs, rate, not counted)
+    finally:
+        del net, inputs  # free the device memory before the next batch size
+        gc.collect()
+        mx.nd.waitall()
+    return {"img_per_s": images_per_second(batch_size, latencies),
+            "latency_ms": latency_summary(latencies), "iterations": len(latencies),
+            "epochs": settings.epochs, "epoch_img_per_s": [float(r) for r in epoch_rates],
+            "cpu_share": cpu_share(cpu_seconds, wall_seconds, cpu_cores())}
+
+
+def is_out_of_memory(error):
+    """True for MXNet's and Python's out-of-memory errors."""
+    return isinstance(error, MemoryError) or "out of memory" in str(error).lower() or (
+        "failed to allocate" in str(error).lower())
+

@@ -1,0 +1,68 @@
+"""The settings one benchmark run shares across all its cases, independent of argparse."""
+from dataclasses import asdict, dataclass, field
+
+# The runner's and train.py's default data root (NVIDIA's container layout).
+DEFAULT_DATA_ROOT = "/data/imagenet/train-val-recordio-passthrough"
+
+
+@dataclass
+class Settings:
+    """What every case of a sweep runs with.
+
+    Attributes
+    ----------
+    model : str
+        A name of the models registry (``resnet50_v1.5`` ...).
+    dtype : str
+        "float32" or "float16" (GPU only).
+    data_backend : str
+        "synthetic" (compute alone) or a real data backend: "dali-cpu", "dali-gpu", "mxnet".
+    data_root : str
+        Folder with train.rec/.idx (training) and val.rec/.idx (inference on real data).
+    image_shape : tuple of int
+        Network input (C, H, W).
+    iterations : int
+        Iterations (batches) per epoch.
+    epochs : int
+        Epochs that are measured.
+    warmup : int
+        Epochs run before them and not counted.
+    num_examples : int or None
+        Cap on the samples of an epoch (all workers together); an epoch then has
+        ``min(iterations, num_examples // global batch)`` iterations.
+    layout : str
+        "NCHW", or "NHWC" (GPU only).
+    num_classes : int
+    runner_args : tuple of str
+        Extra flags for ``./runner`` (and through it train.py), training only.
+    """
+
+    model: str = "resnet50_v1.5"
+    dtype: str = "float32"
+    data_backend: str = "synthetic"
+    data_root: str = DEFAULT_DATA_ROOT
+    image_shape: tuple = (3, 224, 224)
+    iterations: int = 100
+    epochs: int = 3
+    warmup: int = 1
+    num_examples: int = None
+    layout: str = "NCHW"
+    num_classes: int = 1000
+    runner_args: tuple = field(default_factory=tuple)
+
+    def epoch_iterations(self, global_batch):
+        """Iterations in one epoch for `global_batch` samples per iteration (0: too few
+        examples for one batch)."""
+        if self.num_examples is None:
+            return self.iterations
+        return min(self.iterations, self.num_examples // global_batch)
+
+    @property
+    def real_data(self):
+        return self.data_backend != "synthetic"
+
+    def as_dict(self):
+        values = asdict(self)
+        values["image_shape"] = list(self.image_shape)
+        values["runner_args"] = list(self.runner_args)
+        return values
