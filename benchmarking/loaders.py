@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from data.recordio_tools import iter_records, unpack_image_record
+from data.recordio import iter_records, unpack_image_record
 from benchmarking.stats import ratio
 
 LOADERS = ("dali-cpu", "dali-gpu", "mxnet", "gluon")

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from data.recordio_tools import RecordFileWriter, pack_image_record
+from data.recordio import RecordFileWriter, pack_image_record
 
 PHOTO_SIZE = (500, 375)  # width, height
 JPEG_QUALITY = 90

@@ -22,8 +22,8 @@ from collections import namedtuple
 
 from tqdm import tqdm
 
-from data.recordio_tools import (RecordFileWriter, build_index, init_worker, pack_image_record,
-                                 prepare_task)
+from data.image_files import init_worker, prepare_task
+from data.recordio import RecordFileWriter, build_index, pack_image_record
 
 __all__ = ['DEFAULT_EXTS', 'Im2RecError', 'ListItem', 'WriteResult', 'build_index', 'find_lists',
            'list_images', 'main', 'make_list', 'read_list', 'write_list', 'write_record_file']

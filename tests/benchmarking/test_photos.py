@@ -4,7 +4,7 @@ import mxnet as mx
 import numpy as np
 
 from benchmarking import photos
-from data.recordio_tools import iter_records, unpack_image_record
+from data.recordio import iter_records, unpack_image_record
 
 
 def _images(rec_path):

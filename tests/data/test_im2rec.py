@@ -1,4 +1,4 @@
-"""Tests for data.im2rec and data.recordio_tools: lists, record files read back through
+"""Tests for data.im2rec, data.recordio and data.image_files: lists, record files read back through
 mx.recordio, mx.io.ImageRecordIter and DALI, bad-file handling, determinism, index rebuild."""
 import os
 import shutil
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from data import im2rec
-from data.recordio_tools import (BadImage, RecordFileWriter, build_index, inspect_jpeg,
-                                 iter_records, unpack_image_record)
+from data.image_files import BadImage, inspect_jpeg
+from data.recordio import RecordFileWriter, build_index, iter_records, unpack_image_record
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 H, W = 48, 64
