@@ -145,7 +145,8 @@ def make_data(folder, num_images, num_classes):
 
 def run_loaders(args, command):
     from benchmarking import loaders, machine
-    from benchmarking.report import build_report, format_report, write_json
+    from benchmarking.report import build_report, format_report
+    from engine.files import write_json
     from benchmarking.sweep import say
     for name in ("train.rec", "train.idx"):
         if not os.path.isfile(os.path.join(args.data_root, name)):
@@ -191,7 +192,8 @@ def run_sweeps(args, runner_args, command):
     runner_env, threads = _mxnet_threads(machine.cpu_cores())
     import mxnet as mx
     import models
-    from benchmarking.report import build_report, format_report, plot, write_json
+    from benchmarking.report import build_report, format_report, plot
+    from engine.files import write_json
     from benchmarking.stats import add_scaling
     if args.model not in models.list_models():
         print(f"benchmark.py: error: unknown --model {args.model!r}; valid names: "

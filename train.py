@@ -8,7 +8,6 @@ also works on its own). Modes: `train`, `val` (evaluate a checkpoint) and `train
 `-NNNN.params` for deployment.
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -25,6 +24,7 @@ from data.loaders import BACKENDS, DataError, LoaderConfig, build_loader
 from engine.checkpoint import CheckpointError, latest_checkpoint
 from engine.cli import image_shape, positive_int
 from engine.distributed import init_distributed
+from engine.files import write_json
 from engine.hooks import CheckpointHook, EvalHook, SyncBatchNormStatsHook
 from engine.logger import LoggerHook
 from engine.loop import TrainLoop
@@ -118,12 +118,10 @@ def select_device(args, dist):
     """The worker's context and GPU id, and the resolved dtype and data backend."""
     gpus = mx.context.num_gpus()
     dtype = args.dtype or ("float16" if gpus else "float32")
-    if gpus == 0 and dtype == "float16":
-        raise UsageError("--dtype float16 needs a GPU and a CUDA build of MXNet (mxnet-cu112); "
-                         "MXNet has no float16 convolutions on CPU. Use --dtype float32.")
-    if gpus == 0 and args.layout == "NHWC":
-        raise UsageError("--layout NHWC needs a GPU (cuDNN); MXNet's CPU convolutions take "
-                         "NCHW. Use --layout NCHW.")
+    try:
+        models.check_device_support(dtype, args.layout, gpus)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     if gpus and dist.local_rank >= gpus:
         raise UsageError(f"worker {dist.local_rank} on this host has no GPU: {gpus} visible; "
                          f"start at most {gpus} workers per host")
@@ -131,19 +129,6 @@ def select_device(args, dist):
     device_id = dist.local_rank if gpus else None
     ctx = mx.gpu(device_id) if gpus else mx.cpu()
     return ctx, device_id, dtype, backend
-
-
-def build_network(args, ctx, dtype):
-    net = models.get_model(args.arch, classes=args.num_classes, layout=args.layout,
-                           zero_init_residual=args.zero_init_residual)
-    mx.random.seed(args.seed)
-    net.initialize(models.default_initializer(), ctx=ctx)
-    c, h, w = args.image_shape
-    shape = (1, c, h, w) if args.layout == "NCHW" else (1, h, w, c)
-    net(mx.nd.zeros(shape, ctx=ctx))  # materialise the deferred shapes before casting
-    models.cast_network(net, dtype)
-    net.hybridize(static_alloc=True, static_shape=True)
-    return net
 
 
 def find_resume_checkpoint(args, dist):
@@ -201,7 +186,7 @@ def make_loss_scaler(args, dtype):
         raise UsageError(f"--loss-scale must be 'dynamic' or a number, got {text!r}") from None
 
 
-def train(args, dist, net, task, ctx, cfg, checkpoint, config):
+def train(args, dist, net, task, cfg, checkpoint, config):
     worker_state = _worker_state(checkpoint, dist)
     train_loader = build_loader(cfg, "train", checkpoint=worker_state.get("loader"))
     val_loader = build_loader(cfg, "val") if args.mode == "train_val" else None
@@ -265,10 +250,12 @@ def main(argv=None):
         config = dict(vars(args), dtype=dtype, data_backend=backend, workers=dist.size,
                       mxnet=mx.__version__, context=str(ctx))
         if dist.is_main:
-            _write_json(os.path.join(args.workspace, "config.json"), config)
+            write_json(os.path.join(args.workspace, "config.json"), config)
         wants_checkpoint = args.resume or (args.mode == "val" and not args.load)
         checkpoint = find_resume_checkpoint(args, dist) if wants_checkpoint else None
-        net = build_network(args, ctx, dtype)
+        net = models.build_network(args.arch, args.num_classes, args.layout, args.image_shape,
+                                   dtype, ctx, seed=args.seed,
+                                   zero_init_residual=args.zero_init_residual)
         weights = args.load or (checkpoint.params_path if checkpoint else None)
         if weights:
             load_weights(net, weights, ctx)
@@ -279,7 +266,7 @@ def main(argv=None):
         if args.mode == "val":
             metrics = task.evaluate(net, build_loader(cfg, "val"), dist)
         else:
-            metrics = train(args, dist, net, task, ctx, cfg, checkpoint, config)
+            metrics = train(args, dist, net, task, cfg, checkpoint, config)
     except (UsageError, DataError, CheckpointError) as error:
         log.error("%s", error)
         return 2
@@ -295,7 +282,7 @@ def _report(args, metrics):
     log.info("workspace: %s (checkpoints in %s, logs in %s)", os.path.abspath(args.workspace),
              os.path.join(args.workspace, "checkpoints"), os.path.join(args.workspace, "log.jsonl"))
     if args.report:
-        _write_json(args.report, {"config": vars(args), "metrics": metrics,
+        write_json(args.report, {"config": vars(args), "metrics": metrics,
                                   "log": os.path.join(args.workspace, "log.jsonl")})
 
 
@@ -307,14 +294,6 @@ def _setup_logging(workspace, dist):
     logging.basicConfig(level=logging.INFO if dist.is_main else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         handlers=handlers, force=True)
-
-
-def _write_json(path, obj):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -33,18 +33,11 @@ def build_network(model, num_classes, layout, image_shape, dtype, ctx):
     InferenceError
         For float16 or NHWC without a GPU (MXNet has no CPU kernels for them).
     """
-    if ctx.device_type == "cpu" and dtype == "float16":
-        raise InferenceError("float16 needs a GPU and a CUDA build of MXNet; MXNet has no "
-                             "float16 convolutions on CPU: use --dtype float32")
-    if ctx.device_type == "cpu" and layout == "NHWC":
-        raise InferenceError("NHWC needs a GPU (cuDNN); use --layout NCHW on CPU")
-    net = models.get_model(model, classes=num_classes, layout=layout)
-    mx.random.seed(0)
-    net.initialize(models.default_initializer(), ctx=ctx)
-    net(mx.nd.zeros(_input_shape(1, image_shape, layout), ctx=ctx))  # resolve deferred shapes
-    models.cast_network(net, dtype)
-    net.hybridize(static_alloc=True, static_shape=True)
-    return net
+    try:
+        models.check_device_support(dtype, layout, gpus=int(ctx.device_type == "gpu"))
+    except ValueError as error:
+        raise InferenceError(str(error)) from None
+    return models.build_network(model, num_classes, layout, image_shape, dtype, ctx)
 
 
 def _input_shape(batch_size, image_shape, layout):

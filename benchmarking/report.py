@@ -14,8 +14,6 @@ and every row has ``mode`` ("training", "inference" or "loader"), ``batch_size``
 """
 import datetime
 import json
-import os
-import tempfile
 
 from benchmarking.machine import describe
 from benchmarking.stats import PERCENTILES, ratio
@@ -33,21 +31,6 @@ def build_report(kind, rows, machine, command, **fields):
     report.update(machine=machine, results=rows,
                   failed=sum(1 for r in rows if r.get("status") == "failed"))
     return report
-
-
-def write_json(path, obj):
-    """Write `obj` as JSON to `path` atomically (a temporary file renamed over it)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(handle, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def read_json(path):

@@ -10,6 +10,26 @@ from mxnet.gluon import nn
 SUPPORTED_DTYPES = ("float32", "float16")
 
 
+def check_device_support(dtype, layout, gpus):
+    """Refuse what MXNet cannot run without a GPU: float16 (no CPU float16 convolutions) and
+    NHWC (oneDNN has no strided NHWC convolution).
+
+    Raises
+    ------
+    ValueError
+        Naming the setting and what to use instead.
+    """
+    if gpus:
+        return
+    if dtype == "float16":
+        raise ValueError("float16 needs a GPU and a CUDA build of MXNet (mxnet-cu112, "
+                         "or NVIDIA's MXNet container on Hopper); MXNet has no float16 "
+                         "convolutions on CPU. Use --dtype float32.")
+    if layout == "NHWC":
+        raise ValueError("NHWC needs a GPU (cuDNN); MXNet's CPU convolutions take "
+                         "NCHW. Use --layout NCHW.")
+
+
 def cast_network(net, dtype):
     """Cast `net` to `dtype` in place, keeping every BatchNorm in float32.
 

@@ -79,7 +79,7 @@ def test_combinations_that_cannot_run_are_named_and_the_sweep_goes_on(tmp_path):
         ("inference", 2, "failed"), ("inference", 4, "failed")]
     assert all("float16 needs" in r["error"] for r in rows)
     assert report["failed"] == 4
-    assert "training n=1 b=4: failed: runner: error: --dtype float16 needs GPUs" in result.stdout
+    assert "training n=1 b=4: failed: runner: error: float16 needs a GPU" in result.stdout
     assert "inference b=2: failed: InferenceError: float16 needs a GPU" in result.stdout
 
 

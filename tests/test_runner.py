@@ -29,7 +29,7 @@ def _run(*args, script=RUNNER):
 def test_float16_without_gpu_is_refused(tiny_dataset):
     result = _run("--dtype", "float16", "--data-root", str(tiny_dataset))
     assert result.returncode == 2
-    assert "float16 needs GPUs" in result.stderr and "--dtype float32" in result.stderr
+    assert "float16 needs a GPU" in result.stderr and "--dtype float32" in result.stderr
 
 
 def test_missing_data_root_is_refused(tmp_path):

@@ -1,11 +1,8 @@
 """Reports: atomic JSON, printed tables, --compare ratios and the plot."""
-import json
-import os
-
 import pytest
 
 from benchmarking.report import (build_report, compare, format_comparison, format_report,
-                                 plot, write_json)
+                                 plot)
 
 
 def _inference(batch, img_per_s, p50, p99, status="ok"):
@@ -69,18 +66,6 @@ def test_printed_comparison_names_both_reports_and_the_ratios():
     assert row.split() == ["inference", "b=8", "40.0", "80.0", "2.00", "0.50", "0.40"]
     row = next(line for line in lines if line.startswith("training n=2 b=32"))
     assert row.split()[-4:] == ["-", "-", "-", "-"]
-
-
-def test_json_is_written_atomically(tmp_path):
-    path = tmp_path / "sub" / "report.json"
-    write_json(str(path), {"a": 1})
-    write_json(str(path), {"a": 2})  # replaces the old report
-    assert json.loads(path.read_text()) == {"a": 2}
-    assert os.listdir(path.parent) == ["report.json"]  # no temporary file left behind
-    with pytest.raises(TypeError):
-        write_json(str(path), {"a": object()})  # not JSON: the old report stays intact
-    assert json.loads(path.read_text()) == {"a": 2}
-    assert os.listdir(path.parent) == ["report.json"]
 
 
 def test_report_counts_failures_and_prints_them():

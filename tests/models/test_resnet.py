@@ -115,3 +115,12 @@ def test_cast_network_rejects_unsupported_dtype():
     net = _build("resnet18_v1.5", classes=10, shape=(1, 3, 32, 32))
     with pytest.raises(ValueError, match="bfloat16"):
         models.cast_network(net, "bfloat16")
+
+
+def test_cpu_refuses_float16_and_nhwc_with_the_alternative():
+    with pytest.raises(ValueError, match="float16 needs a GPU.*--dtype float32"):
+        models.check_device_support("float16", "NCHW", gpus=0)
+    with pytest.raises(ValueError, match="NHWC needs a GPU.*--layout NCHW"):
+        models.check_device_support("float32", "NHWC", gpus=0)
+    models.check_device_support("float16", "NHWC", gpus=1)
+    models.check_device_support("float32", "NCHW", gpus=0)

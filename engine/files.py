@@ -1,0 +1,21 @@
+"""Writing result files so that a reader never sees a half-written one."""
+import json
+import os
+import tempfile
+
+
+def write_json(path, obj):
+    """Write `obj` as JSON to `path` atomically: a temporary file in the same folder, renamed
+    over `path` once complete; on any error (e.g. a value JSON cannot hold) the old file
+    stays as it was."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(handle, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
