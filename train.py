@@ -57,6 +57,10 @@ def parse_args(argv=None):
                                   "checkpoint directory or a .params file (also exported ones)")
     g.add_argument("--report", help="write a JSON summary of the run here")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--stall-timeout", type=float, default=300,
+                   help="seconds a worker may wait on the others in one collective (a step's "
+                        "gradient allreduce included) before the run stops with an error "
+                        "naming it; raise it for very slow steps; 0: wait forever")
     g = p.add_argument_group("model")
     g.add_argument("--arch", default="resnet50_v1.5", choices=models.list_models())
     g.add_argument("--num-classes", type=positive_int, default=1000)
@@ -147,7 +151,7 @@ def find_resume_checkpoint(args, dist):
             log.info("using checkpoint %s (%d epochs done)", checkpoint.path,
                      checkpoint.state["epoch"])
     # Every worker must learn of an error, or the others would wait for rank 0 forever.
-    checkpoint, error = dist.broadcast_object((checkpoint, error))
+    checkpoint, error = dist.broadcast_object((checkpoint, error), "resume.checkpoint")
     if error:
         raise UsageError(error)
     return checkpoint
@@ -201,8 +205,8 @@ def train(args, dist, net, task, cfg, checkpoint, config):
     trainer = dist.make_trainer(params, "sgd", sgd_params(schedule, args.momentum, args.wd,
                                                           config["dtype"] == "float16"))
     if checkpoint:
-        restore_trainer_states(trainer, dist.broadcast_object(
-            read_trainer_states(checkpoint) if dist.is_main else None))
+        states = read_trainer_states(checkpoint) if dist.is_main else None
+        restore_trainer_states(trainer, dist.broadcast_object(states, "resume.trainer_states"))
     task.load_state_dict(worker_state.get("task", {}))
     hooks = [SyncBatchNormStatsHook(dist)]
     if val_loader is not None:
@@ -216,7 +220,7 @@ def train(args, dist, net, task, cfg, checkpoint, config):
                                     args.keep_checkpoints,
                                     os.path.join(args.workspace, args.model_prefix)))
     loop = TrainLoop(net, trainer, task, train_loader, steps, args.batch_size,
-                     make_loss_scaler(args, config["dtype"]), hooks)
+                     make_loss_scaler(args, config["dtype"]), hooks, dist=dist)
     start_epoch = 0
     if checkpoint:
         loop.load_state_dict(checkpoint.state["loop"])
@@ -243,7 +247,7 @@ def _worker_state(checkpoint, dist):
 
 def main(argv=None):
     args = parse_args(argv)
-    dist = init_distributed()
+    dist = init_distributed(args.stall_timeout)
     _setup_logging(args.workspace, dist)
     try:
         ctx, device_id, dtype, backend = select_device(args, dist)
@@ -296,5 +300,17 @@ def _setup_logging(workspace, dist):
                         handlers=handlers, force=True)
 
 
+def _exit(status):
+    """Exit with `status`. A worker of several that failed skips the interpreter's exit
+    handlers: Horovod's and MXNet's raise ("Horovod has been shut down") when another worker
+    has already left, which would turn a usage error's status 2 into 1."""
+    if status != 0 and int(os.environ.get("HOROVOD_SIZE", "1")) > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

@@ -1,6 +1,6 @@
 """One training case (workers, batch per worker) through the real training path.
 
-The case runs ``./runner`` (horovodrun and train.py, as users train) in a fresh workspace for
+The case runs ``./runner`` (its launcher and train.py, as users train) in a fresh workspace for
 ``warmup + epochs`` epochs of ``iterations`` iterations, then reads the epoch records of the
 workspace's ``log.jsonl``: images/s is the global batch over the mean iteration time of the
 counted epochs, data wait included, as train.py logs it.
@@ -137,8 +137,8 @@ def read_epoch_records(log_path):
     return [r for r in records if r.get("event") == "epoch"]
 
 
-# horovodrun prefixes every worker line with "[rank]<stdout>:"; train.py's log lines start
-# with a time and a level.
+# The runner's launcher (and horovodrun) prefixes every worker line with "[rank]<stdout>:";
+# train.py's log lines start with a time and a level.
 _WORKER_PREFIX = re.compile(r"^\[\d+\]<std(?:out|err)>:")
 _LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d (?:ERROR|CRITICAL|WARNING|INFO) ")
 # Lines that say that something failed without saying what.

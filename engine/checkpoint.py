@@ -50,6 +50,7 @@ def save_checkpoint(directory, epoch, net, trainer, state, keep_last=5):
     """Write checkpoint `epoch` (1-based: epochs completed) atomically; keep the newest
     `keep_last` (0 keeps all). Returns its path."""
     os.makedirs(directory, exist_ok=True)
+    _remove_unfinished(directory)
     final = os.path.join(directory, f"epoch-{epoch:04d}")
     staging = tempfile.mkdtemp(prefix=f".epoch-{epoch:04d}-", dir=directory)
     try:
@@ -136,6 +137,14 @@ def export_for_deployment(net, prefix, epoch, keep_last=5):
                           if (m := pattern.match(name)))
         for _, name in exported[:-keep_last]:
             os.remove(os.path.join(directory, name))
+
+
+def _remove_unfinished(directory):
+    # Staging directories of checkpoints whose writing was cut short (a killed run); only one
+    # process writes checkpoints, so none is in progress now.
+    for name in os.listdir(directory):
+        if name.startswith(".epoch-"):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
 
 def _prune(directory, keep_last):

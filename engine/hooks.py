@@ -25,8 +25,9 @@ class SyncBatchNormStatsHook(HookBase):
         self.dist = dist
 
     def after_epoch(self, loop):
-        stats = [p.data() for p in loop.net.collect_params().values()
-                 if p.grad_req == "null"]
+        # By name: frozen layers' weights have grad_req "null" too, and must not be averaged.
+        stats = [p.data() for name, p in sorted(loop.net.collect_params().items())
+                 if name.endswith(("running_mean", "running_var"))]
         self.dist.average_arrays(stats, "batchnorm_stats")
 
 
@@ -85,7 +86,8 @@ class CheckpointHook(HookBase):
         if not _is_due(loop, self.every):
             return
         workers = self.dist.gather_objects({"loader": self.train_loader.state(),
-                                            "task": loop.task.state_dict()})
+                                            "task": loop.task.state_dict()},
+                                           "checkpoint.worker_states")
         if not self.dist.is_main:
             return
         loop_state = loop.state_dict()

@@ -96,7 +96,7 @@ class LoggerHook(HookBase):
             self._bar = None
         steps = len(self._epoch_losses)
         local_loss = nd.add_n(*self._epoch_losses).asscalar() / steps
-        loss = self.dist.sum([local_loss])[0] / self.dist.size
+        loss = self.dist.sum([local_loss], "log.epoch_loss")[0] / self.dist.size
         iter_seconds = loop.epoch_seconds / steps
         record = {"event": "epoch", "epoch": loop.epoch, "loss": float(loss),
                   "lr": loop.trainer.learning_rate,

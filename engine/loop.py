@@ -5,6 +5,7 @@ task (forward pass, loss, evaluation) sits behind `Task`; logging, evaluation, c
 timing are hooks (`engine/hooks.py`) with state of their own that goes into checkpoints.
 """
 import time
+from contextlib import nullcontext
 
 from mxnet import autograd, nd
 
@@ -58,10 +59,12 @@ class TrainLoop:
     loss_scaler : LossScaler
     hooks : list of HookBase
         Called in order.
+    dist : Distributed, optional
+        Bounds each step's wait for the gradient allreduce with its stall watchdog.
     """
 
     def __init__(self, net, trainer, task, train_loader, steps_per_epoch, batch_size,
-                 loss_scaler, hooks):
+                 loss_scaler, hooks, dist=None):
         self.net = net
         self.trainer = trainer
         self.task = task
@@ -70,6 +73,7 @@ class TrainLoop:
         self.batch_size = batch_size
         self.loss_scaler = loss_scaler
         self.hooks = list(hooks)
+        self.dist = dist
         self.params = [p for p in net.collect_params().values() if p.grad_req != "null"]
         self.epoch = 0
         self.global_step = 0
@@ -94,7 +98,8 @@ class TrainLoop:
                 started = time.perf_counter()
                 batch = next(batches)
                 self.data_seconds = time.perf_counter() - started
-                self.run_step(batch)
+                with self._waiting_for_gradients():
+                    self.run_step(batch)
                 self.global_step += 1
                 self._call("after_step")
             nd.waitall()  # the epoch's time includes its last queued operators
@@ -122,6 +127,12 @@ class TrainLoop:
         # to one step in flight while the next batch is already being prepared.
         if previous_loss is not None:
             previous_loss.wait_to_read()
+
+    def _waiting_for_gradients(self):
+        # The wait inside run_step covers the previous step's compute and its allreduce.
+        if self.dist is None:
+            return nullcontext()
+        return self.dist.waiting(f"grad.* (gradient allreduce of step {self.global_step})")
 
     def state_dict(self):
         """Loop position and hook states (equal on every worker)."""

@@ -62,14 +62,39 @@ def test_more_workers_than_gpus_is_refused(tiny_dataset):
     assert args.dtype == "float16"  # the default where there are GPUs
 
 
-def test_dry_run_launches_workers_through_horovodrun(tiny_dataset):
+def test_dry_run_shows_the_worker_command_with_every_forwarded_flag(tiny_dataset):
     result = _run("-n", "2", "-b", "16", "--data-root", str(tiny_dataset), "--dry-run",
-                  "--arch", "resnet18_v1.5")
+                  "--resume", "--num-examples", "64", "--arch", "resnet18_v1.5")
     assert result.returncode == 0, result.stderr
     assert "--dtype float32 (MXNet sees no GPU" in result.stdout
+    assert "2 workers on this machine (Horovod over Gloo, 127.0.0.1 only)" in result.stdout
     launch = result.stdout.strip().splitlines()[-1]
-    assert "horovodrun -np 2 -H localhost:2 --gloo --gloo-timeout-seconds" in launch
+    assert "horovodrun" not in launch  # one machine: the project's launcher, on loopback
     assert "--batch-size 16" in launch and launch.endswith("--arch resnet18_v1.5")
+    assert "--resume" in launch.split() and "--num-examples 64" in launch
+
+
+def test_several_machines_go_through_horovodrun(tiny_dataset):
+    result = _run("-n", "4", "-H", "node1:2,node2:2", "--network-interface", "eth0",
+                  "--data-root", str(tiny_dataset), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    launch = result.stdout.strip().splitlines()[-1]
+    assert "horovodrun -np 4 -H node1:2,node2:2 --gloo --gloo-timeout-seconds" in launch
+    assert "--network-interface eth0" in launch
+
+
+def test_missing_horovodrun_is_refused(tiny_dataset, monkeypatch):
+    runner = _load_runner()
+    args, _ = runner.parse_args(["-n", "4", "-H", "a:2,b:2", "--data-root", str(tiny_dataset)])
+    monkeypatch.setattr(runner.shutil, "which", lambda *a, **k: None)
+    with pytest.raises(runner.UsageError, match="horovodrun was not found.*make setup"):
+        runner.horovodrun_command(args, ["train.py"])
+
+
+def test_dali_gpu_without_gpu_is_refused(tiny_dataset):
+    result = _run("--data-backend", "dali-gpu", "--data-root", str(tiny_dataset))
+    assert result.returncode == 2
+    assert "dali-gpu needs a GPU; use dali-cpu" in result.stderr
 
 
 def test_runner_help_explains_every_flag():

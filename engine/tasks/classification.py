@@ -58,7 +58,7 @@ class ClassificationTask(Task):
             logits = net(batch["data"].as_in_context(self.ctx))
             labels = batch["label"].as_in_context(self.ctx).astype("float32")
             sums += self._batch_sums(logits, labels)
-        correct1, correct5, count = dist.sum(sums.asnumpy())
+        correct1, correct5, count = dist.sum(sums.asnumpy(), "eval.top1_top5_count")
         if count == 0:
             raise RuntimeError("the validation loader produced no samples")
         return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count,

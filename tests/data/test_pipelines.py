@@ -116,7 +116,8 @@ def test_train_pipeline_shapes_dtypes_layouts(tiny_dataset, layout, dtype, pad, 
     assert values.std() > 0.1
 
 
-def test_train_pipeline_flips_and_crops_randomly(tiny_dataset):
+def test_train_augmentation_is_random_and_reproducible_per_seed(tiny_dataset):
+    """The same seed gives the same augmented batch; another seed another one."""
     def first_batch(seed):
         pipeline = classification_train_pipeline(
             rec_path=str(tiny_dataset / "train.rec"), idx_path=str(tiny_dataset / "train.idx"),
@@ -129,3 +130,39 @@ def test_train_pipeline_flips_and_crops_randomly(tiny_dataset):
     a, b, a_again = first_batch(1), first_batch(2), first_batch(1)
     np.testing.assert_array_equal(a["data"].asnumpy(), a_again["data"].asnumpy())
     assert not np.allclose(a["data"].asnumpy(), b["data"].asnumpy())
+
+
+@pytest.fixture(scope="module")
+def asymmetric_records(tmp_path_factory):
+    """64 copies of one square image whose left half is dark and right half bright."""
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[:, :16] = (30, 60, 90)
+    image[:, 16:] = (220, 200, 180)
+    cv2.circle(image, (8, 8), 5, (250, 250, 250), -1)  # and a mark in the top-left corner
+    jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    prefix = str(tmp_path_factory.mktemp("asymmetric") / "same")
+    record = mx.recordio.MXIndexedRecordIO(prefix + ".idx", prefix + ".rec", "w")
+    for i in range(64):
+        record.write_idx(i, mx.recordio.pack(mx.recordio.IRHeader(0, 0.0, i, 0), jpeg))
+    record.close()
+    return prefix
+
+
+def test_train_pipeline_flips_half_of_the_images(asymmetric_records):
+    """With a crop of the whole image, the only augmentation left is the horizontal flip: each
+    output is the image or its exact mirror, and each orientation comes about half the time."""
+    pipeline = classification_train_pipeline(
+        rec_path=asymmetric_records + ".rec", idx_path=asymmetric_records + ".idx",
+        shard_id=0, num_shards=1, crop_size=(32, 32), random_area=(1.0, 1.0),
+        random_aspect_ratio=(1.0, 1.0), decoder_device="cpu", hw_decoder_load=0.0,
+        dtype="float32", layout="NCHW", pad_channels=False, batch_size=64, num_threads=1,
+        device_id=None, seed=5)
+    images = _one_batch(pipeline, LastBatchPolicy.DROP)["data"].asnumpy()
+    assert images.shape == (64, 3, 32, 32)
+    left, right = images[..., :16].mean(axis=(1, 2, 3)), images[..., 16:].mean(axis=(1, 2, 3))
+    flipped = left > right  # the dark half is on the right
+    assert 20 <= flipped.sum() <= 44, flipped.sum()  # binomial(64, 0.5): 32 +- 3 sd
+    upright = images[~flipped][0]
+    for image, is_flipped in zip(images, flipped):
+        expected = upright[..., ::-1] if is_flipped else upright
+        np.testing.assert_allclose(image, expected, atol=1e-5)

@@ -13,19 +13,27 @@ from engine.checkpoint import (CheckpointError, export_for_deployment, latest_ch
 from engine.weights import load_weights, read_trainer_states, restore_trainer_states
 
 
-def _net_and_trainer():
+def _net_and_trainer(step=True):
     net = nn.HybridSequential(prefix="net_")  # fixed names, as the model zoo's networks have
     with net.name_scope():
         net.add(nn.Dense(4, in_units=3))
     net.initialize()
     net.hybridize()
+    # The learning rate halves at every update, so it says where in its schedule a trainer is.
+    schedule = mx.lr_scheduler.FactorScheduler(step=1, factor=0.5, base_lr=0.1)
     trainer = gluon.Trainer(net.collect_params(), "sgd",
-                            {"learning_rate": 0.1, "momentum": 0.9}, kvstore=None)
-    with autograd.record():
-        loss = net(mx.nd.ones((2, 3))).sum()
-    loss.backward()
-    trainer.step(2)  # creates momentum state, so the states file is not trivial
+                            {"learning_rate": 0.1, "momentum": 0.9, "lr_scheduler": schedule},
+                            kvstore=None)
+    if step:
+        _step(net, trainer, mx.nd.ones((2, 3)))  # creates momentum state: a non-trivial file
     return net, trainer
+
+
+def _step(net, trainer, data):
+    with autograd.record():
+        loss = (net(data) ** 2).sum()
+    loss.backward()
+    trainer.step(data.shape[0])
 
 
 def _save(directory, epochs, keep_last=5):
@@ -37,17 +45,33 @@ def _save(directory, epochs, keep_last=5):
 
 
 def test_save_writes_verified_checkpoint_and_restores_it(tmp_path):
+    """Weights and optimizer state (momentum, update count, schedule position) come back into
+    a fresh network and trainer, so that training continues exactly where it stopped."""
     net, trainer = _save(tmp_path, [1])
     checkpoint = latest_checkpoint(str(tmp_path))
     assert checkpoint.path.endswith("epoch-0001") and checkpoint.state["epoch"] == 1
     assert sorted(os.listdir(checkpoint.path)) == ["model.params", "state.json",
                                                    "trainer.states"]
-    other, other_trainer = _net_and_trainer()
+    other, other_trainer = _net_and_trainer(step=False)  # a new run: it has never stepped
     load_weights(other, checkpoint.path, mx.cpu())
     for a, b in zip(net.collect_params().values(), other.collect_params().values()):
         np.testing.assert_array_equal(a.data().asnumpy(), b.data().asnumpy())
     restore_trainer_states(other_trainer, read_trainer_states(checkpoint))
-    assert other_trainer._optimizer.num_update == trainer._optimizer.num_update
+    assert other_trainer._optimizer.num_update == trainer._optimizer.num_update == 1
+    momentum = trainer._updaters[0].states
+    restored = other_trainer._updaters[0].states
+    assert sorted(restored) == sorted(momentum)
+    for index in momentum:
+        assert np.abs(momentum[index].asnumpy()).sum() > 0  # momentum that a restore must carry
+        np.testing.assert_array_equal(restored[index].asnumpy(), momentum[index].asnumpy())
+    # The next step of the restored trainer is the next step of the one never interrupted:
+    # same momentum, and the learning rate of update 2 (0.05), not that of update 1 (0.1).
+    data = mx.nd.array([[1.0, -2.0, 0.5], [0.3, 0.7, -1.0]])
+    _step(net, trainer, data)
+    _step(other, other_trainer, data)
+    for a, b in zip(net.collect_params().values(), other.collect_params().values()):
+        np.testing.assert_allclose(b.data().asnumpy(), a.data().asnumpy(), rtol=1e-6,
+                                   atol=1e-7)
 
 
 def test_keep_last_prunes_oldest(tmp_path):

@@ -5,6 +5,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 from mxnet import gluon
+from mxnet.gluon import nn
 
 import models
 from engine.loss_scaler import LossScaler
@@ -78,10 +79,48 @@ def test_weight_decay_excludes_batchnorm_and_bias():
 
 
 def test_sgd_params_follow_the_recipe():
-    schedule = make_lr_schedule("cosine", 0.512, 10, 1)
-    params = sgd_params(schedule, 0.875, 3.0517578125e-05, multi_precision=True)
-    assert params["learning_rate"] == 0.512 and params["lr_scheduler"] is schedule
-    assert params["momentum"] == 0.875 and params["multi_precision"] is True
+    """A Gluon trainer built from `sgd_params` decays convolution and dense weights, with
+    momentum, and leaves BatchNorm and biases alone (with zero gradients, only weight decay
+    moves anything)."""
+    schedule = make_lr_schedule("step", 0.5, 10, 1)  # no decay within the run: lr stays 0.5
+    params = sgd_params(schedule, 0.875, 0.01, multi_precision=True)
+    assert params["learning_rate"] == 0.5 and params["lr_scheduler"] is schedule
+    assert params["multi_precision"] is True
+
+    net = nn.HybridSequential(prefix="net_")
+    with net.name_scope():
+        net.add(nn.Conv2D(4, 3, in_channels=3), nn.BatchNorm(in_channels=4),
+                nn.Dense(2, in_units=4 * 6 * 6))
+    net.initialize(mx.init.Uniform(1.0))
+    net.collect_params("net_batchnorm0_(gamma|beta)").initialize(mx.init.Uniform(1.0),
+                                                                force_reinit=True)
+    net.collect_params(".*bias").initialize(mx.init.Uniform(1.0), force_reinit=True)
+    weights = ["net_conv0_weight", "net_dense0_weight"]
+    untouched = ["net_conv0_bias", "net_batchnorm0_gamma", "net_batchnorm0_beta",
+                 "net_dense0_bias"]
+    all_params = net.collect_params()
+    assert sorted(exclude_from_weight_decay(all_params)) == sorted(untouched)
+    trainer = gluon.Trainer(all_params, "sgd", params, kvstore=None)
+
+    def zero_gradient_step():
+        with mx.autograd.record():
+            zero_loss = 0 * net(mx.nd.ones((2, 3, 8, 8))).sum()
+        zero_loss.backward()
+        trainer.step(1)
+
+    w0 = {n: all_params[n].data().asnumpy().copy() for n in weights + untouched}
+    zero_gradient_step()
+    w1 = {n: all_params[n].data().asnumpy().copy() for n in weights}
+    zero_gradient_step()
+    lr, wd, momentum = 0.5, 0.01, 0.875
+    for name in weights:
+        # SGD with momentum: v = momentum * v - lr * (grad + wd * w); w += v; grad = 0.
+        np.testing.assert_allclose(w1[name], w0[name] * (1 - lr * wd), rtol=1e-6)
+        v2 = momentum * (-lr * wd * w0[name]) - lr * wd * w1[name]
+        np.testing.assert_allclose(all_params[name].data().asnumpy(), w1[name] + v2,
+                                   rtol=1e-5)
+    for name in untouched:
+        np.testing.assert_array_equal(all_params[name].data().asnumpy(), w0[name])
 
 
 def _params_with_grad(value):

@@ -1,0 +1,137 @@
+"""./runner with several real workers on this machine: a worker that dies is named with its
+signal and the command that resumes, the run listens on loopback only, a checkpoint error on
+rank 0 ends every worker, and --mode val counts every image once over an uneven split."""
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import _write_tiny_recordio
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNER = os.path.join(ROOT, "runner")
+
+
+def _command(data_root, workspace, workers, *extra):
+    return [RUNNER, "-n", str(workers), "-b", "8", "--data-root", str(data_root),
+            "--workspace", str(workspace), "--image-shape", "3,32,32",
+            "--arch", "resnet18_v1.5", "--num-classes", "4", "--data-threads", "1",
+            "--log-interval", "2", "--progress", "off", *extra]
+
+
+def _env():
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+
+def _children(pid):
+    """{pid: rank} of the Horovod workers started by process `pid`."""
+    workers = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid and b"HOROVOD_RANK" in env:
+            workers[int(entry)] = int(env[b"HOROVOD_RANK"])
+    return workers
+
+
+def _listening_addresses(pids):
+    """The local addresses of the TCP sockets in LISTEN state that `pids` own."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    addresses = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                    addresses.append(fields[1].split(":")[0][:width])
+    return addresses
+
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1 and ::1, as /proc writes them
+
+
+def test_killed_worker_is_named_and_the_run_listens_on_loopback_only(tiny_dataset, tmp_path):
+    process = subprocess.Popen(_command(tiny_dataset, tmp_path, 2, "--num-epochs", "40"),
+                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        listening, workers = set(), {}
+        deadline = time.monotonic() + 240
+        while not os.path.isdir(tmp_path / "checkpoints" / "epoch-0002"):
+            assert process.poll() is None and time.monotonic() < deadline
+            workers.update(_children(process.pid))
+            listening.update(_listening_addresses([process.pid, *workers]))
+            time.sleep(0.05)
+        assert sorted(workers.values()) == [0, 1]
+        # The rendezvous server at least was seen; nothing listened beyond loopback.
+        assert listening and listening <= LOOPBACK, listening
+        rank1 = next(pid for pid, rank in workers.items() if rank == 1)
+        os.kill(rank1, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 137
+    assert "runner: worker 1 was killed (SIGKILL)" in stderr and "out-of-memory" in stderr
+    assert re.search(r"last valid checkpoint: .*epoch-000\d", stderr)
+    resume = next(line for line in stderr.splitlines() if "to continue from it:" in line)
+    assert resume.endswith("--resume") and "--num-epochs 40" in resume
+
+
+def test_no_checkpoint_on_rank_0_ends_every_worker_with_status_2(tiny_dataset, tmp_path):
+    started = time.monotonic()
+    result = subprocess.run(_command(tiny_dataset, tmp_path, 2, "--mode", "val"), env=_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "no valid checkpoint" in result.stdout
+    # Both workers stopped with the error, neither hung until the stall bound.
+    assert "stopped with exit status 2" in result.stderr
+    assert time.monotonic() - started < 60
+
+
+@pytest.fixture(scope="module")
+def uneven_val(tiny_dataset, tmp_path_factory):
+    """train.rec of the tiny set, and a 41-image val.rec: 2 and 3 workers split it unevenly."""
+    root = tmp_path_factory.mktemp("uneven")
+    for name in ("train.rec", "train.idx"):
+        os.symlink(tiny_dataset / name, root / name)
+    _write_tiny_recordio(str(root / "val"), 41, seed=5)
+    return root
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_val_mode_counts_every_image_once_and_matches_one_worker(uneven_val, tmp_path,
+                                                                 workers):
+    weights = tmp_path / "weights"
+    subprocess.run(_command(uneven_val, weights, 1, "--mode", "train", "--num-epochs", "1"),
+                   env=_env(), check=True, capture_output=True, timeout=300)
+
+    def evaluate(n):
+        result = subprocess.run(_command(uneven_val, tmp_path / f"val{n}", n, "--mode", "val",
+                                         "--load", str(weights / "checkpoints" / "epoch-0001")),
+                                env=_env(), capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        return re.search(r"validation: (top-1 \S+ +top-5 \S+ +\((\d+) images\))",
+                         result.stdout).groups()
+
+    one, many = evaluate(1), evaluate(workers)
+    assert many[1] == one[1] == "41"
+    assert many[0] == one[0]
