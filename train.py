@@ -7,7 +7,6 @@ also works on its own). Modes: `train`, `val` (evaluate a checkpoint) and `train
 `log.jsonl` and `train.log`, `checkpoints/epoch-NNNN/`, and `<model-prefix>-symbol.json` /
 `-NNNN.params` for deployment.
 """
-import argparse
 import logging
 import os
 import sys
@@ -20,16 +19,16 @@ os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WO
 import mxnet as mx  # noqa: E402
 
 import models
-from data.loaders import BACKENDS, DataError, LoaderConfig, build_loader
+from data.loaders import DataError, LoaderConfig, build_loader
 from engine.checkpoint import CheckpointError, latest_checkpoint
-from engine.cli import image_shape, positive_int
 from engine.distributed import init_distributed
 from engine.files import write_json
 from engine.hooks import CheckpointHook, EvalHook, SyncBatchNormStatsHook
 from engine.logger import LoggerHook
+from engine.options import build_parser
 from engine.loop import TrainLoop
 from engine.loss_scaler import LossScaler
-from engine.optimization import (exclude_from_weight_decay, make_lr_schedule,
+from engine.optimization import (exclude_from_weight_decay, make_step_schedule,
                                  scaled_learning_rate, sgd_params)
 from engine.tasks.classification import ClassificationTask
 from engine.weights import load_weights, read_trainer_states, restore_trainer_states
@@ -42,80 +41,7 @@ class UsageError(Exception):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("run")
-    g.add_argument("--mode", choices=("train", "val", "train_val"), default="train_val",
-                   help="train only; evaluate --load / the newest checkpoint; or both")
-    g.add_argument("--workspace", default="workspace",
-                   help="folder for logs, checkpoints and exported models")
-    g.add_argument("--model-prefix", default="model",
-                   help="name of the exported symbol/params files inside the workspace")
-    g.add_argument("--resume", action="store_true",
-                   help="continue from the newest valid checkpoint in the workspace")
-    g.add_argument("--load", help="weights to start from or, with --mode val, to evaluate: a "
-                                  "checkpoint directory or a .params file (also exported ones)")
-    g.add_argument("--report", help="write a JSON summary of the run here")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--stall-timeout", type=float, default=300,
-                   help="seconds a worker may wait on the others in one collective (a step's "
-                        "gradient allreduce included) before the run stops with an error "
-                        "naming it; raise it for very slow steps; 0: wait forever")
-    g = p.add_argument_group("model")
-    g.add_argument("--arch", default="resnet50_v1.5", choices=models.list_models())
-    g.add_argument("--num-classes", type=positive_int, default=1000)
-    g.add_argument("--dtype", choices=("float32", "float16"), default=None,
-                   help="float16 on GPUs (default there), float32 otherwise")
-    g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW",
-                   help="NHWC is faster with float16 on Tensor Core GPUs")
-    g.add_argument("--zero-init-residual", action="store_true",
-                   help="start every residual branch's last BatchNorm gamma at zero")
-    g = p.add_argument_group("data")
-    g.add_argument("--data-root", default="/data/imagenet/train-val-recordio-passthrough",
-                   help="folder with train.rec/.idx and val.rec/.idx")
-    g.add_argument("--data-backend", choices=BACKENDS, default=None,
-                   help="dali-gpu where there is a GPU, dali-cpu otherwise")
-    g.add_argument("--batch-size", type=positive_int, default=208, help="per worker")
-    g.add_argument("--image-shape", type=image_shape, default=(3, 224, 224),
-                   help="network input C,H,W")
-    g.add_argument("--num-examples", type=positive_int, default=None,
-                   help="cap each training epoch at this many samples (all workers together)")
-    g.add_argument("--data-threads", type=positive_int, default=None,
-                   help="DALI / ImageRecordIter threads per worker (default: CPU cores per "
-                        "worker)")
-    g.add_argument("--min-random-area", type=float, default=0.08)
-    g.add_argument("--max-random-area", type=float, default=1.0)
-    g.add_argument("--min-random-aspect-ratio", type=float, default=3 / 4)
-    g.add_argument("--max-random-aspect-ratio", type=float, default=4 / 3)
-    g.add_argument("--resize-shorter", type=positive_int, default=None,
-                   help="validation resize (default: crop * 256 / 224)")
-    g.add_argument("--pad-channels", action="store_true", help="pad images to 4 channels")
-    g.add_argument("--hw-decoder-load", type=float, default=0.65,
-                   help="dali-gpu: share of JPEGs for the hardware decoder")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--num-epochs", type=positive_int, default=90)
-    g.add_argument("--lr", type=float, default=0.256,
-                   help="learning rate for a global batch of 256, scaled linearly")
-    g.add_argument("--lr-schedule", choices=("cosine", "step"), default="cosine")
-    g.add_argument("--lr-steps", default="30,60,80", help="epochs of the step schedule")
-    g.add_argument("--lr-factor", type=float, default=0.1, help="step schedule decay")
-    g.add_argument("--warmup-epochs", type=float, default=5)
-    g.add_argument("--momentum", type=float, default=0.875)
-    g.add_argument("--wd", type=float, default=3.0517578125e-05,
-                   help="weight decay (not on BatchNorm and biases)")
-    g.add_argument("--label-smoothing", type=float, default=0.1)
-    g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha; 0 disables it")
-    g.add_argument("--loss-scale", default=None,
-                   help="'dynamic' or a number (default: dynamic for float16, 1 otherwise)")
-    g = p.add_argument_group("output")
-    g.add_argument("--log-interval", type=positive_int, default=20, help="iterations")
-    g.add_argument("--eval-every", type=int, default=1, help="epochs; 0: only at the end")
-    g.add_argument("--save-frequency", type=int, default=1,
-                   help="checkpoint every N epochs (and after the last); 0: never")
-    g.add_argument("--keep-checkpoints", type=int, default=5, help="0 keeps all")
-    g.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
-                   help="progress bar; auto: when stderr is a terminal")
-    return p.parse_args(argv)
+    return build_parser(description=__doc__).parse_args(argv)
 
 
 def select_device(args, dist):
@@ -171,6 +97,8 @@ def loader_config(args, dist, device_id, dtype, backend):
 
 
 def steps_per_epoch(args, dist, train_loader):
+    if args.epoch_steps:
+        return args.epoch_steps
     steps = len(train_loader)
     if args.num_examples:
         steps = min(steps, args.num_examples // (args.batch_size * dist.size))
@@ -178,6 +106,32 @@ def steps_per_epoch(args, dist, train_loader):
         raise UsageError(f"--num-examples {args.num_examples} is less than one global batch "
                          f"({args.batch_size} x {dist.size} workers)")
     return steps
+
+
+def training_length(args, steps):
+    """(epochs, total optimizer steps) of the run, epochs being `steps` long."""
+    if args.num_steps:
+        return -(-args.num_steps // steps), args.num_steps
+    return args.num_epochs, args.num_epochs * steps
+
+
+def lr_schedule(args, lr, steps):
+    """The learning-rate schedule in optimizer steps, from the epoch- or step-based flags;
+    `lr` is the scaled peak learning rate."""
+    if not 0 <= args.warmup_begin_lr < args.lr:
+        raise UsageError(f"--warmup-begin-lr {args.warmup_begin_lr} must be at least 0 and "
+                         f"below --lr {args.lr}")
+    _, total = training_length(args, steps)
+    warmup = (args.warmup_steps if args.warmup_steps is not None
+              else int(args.warmup_epochs * steps))
+    try:
+        decay = ([int(s) for s in args.lr_decay_steps.split(",")] if args.lr_decay_steps
+                 else [int(float(e) * steps) for e in args.lr_steps.split(",")])
+    except ValueError:
+        raise UsageError("--lr-steps / --lr-decay-steps take comma-separated numbers, e.g. "
+                         "30,60,80") from None
+    return make_step_schedule(args.lr_schedule, lr, total, warmup, decay, args.lr_factor,
+                              lr * args.warmup_begin_lr / args.lr)
 
 
 def make_loss_scaler(args, dtype):
@@ -197,9 +151,7 @@ def train(args, dist, net, task, cfg, checkpoint, config):
     steps = steps_per_epoch(args, dist, train_loader)
     global_batch = args.batch_size * dist.size
     lr = scaled_learning_rate(args.lr, global_batch)
-    schedule = make_lr_schedule(args.lr_schedule, lr, steps, args.num_epochs,
-                                args.warmup_epochs, [int(e) for e in args.lr_steps.split(",")],
-                                args.lr_factor)
+    schedule = lr_schedule(args, lr, steps)
     params = net.collect_params()
     exclude_from_weight_decay(params)
     trainer = dist.make_trainer(params, "sgd", sgd_params(schedule, args.momentum, args.wd,
@@ -225,10 +177,11 @@ def train(args, dist, net, task, cfg, checkpoint, config):
     if checkpoint:
         loop.load_state_dict(checkpoint.state["loop"])
         start_epoch = checkpoint.state["loop"]["epoch"]
+    num_epochs, total_steps = training_length(args, steps)
     log.info("training %s: %d workers x batch %d, %d steps/epoch, lr %.4f (%s), %s, epochs "
-             "%d-%d", args.arch, dist.size, args.batch_size, steps, lr, args.lr_schedule,
-             config["dtype"], start_epoch, args.num_epochs - 1)
-    loop.run(start_epoch, args.num_epochs)
+             "%d-%d (%d steps)", args.arch, dist.size, args.batch_size, steps, lr,
+             args.lr_schedule, config["dtype"], start_epoch, num_epochs - 1, total_steps)
+    loop.run(start_epoch, num_epochs, max_steps=total_steps)
     return loop.metrics
 
 

@@ -14,6 +14,7 @@ import mxnet as mx
 import models
 from benchmarking.machine import cpu_cores
 from benchmarking.stats import cpu_share, images_per_second, latency_summary
+from data.streams import endless
 
 
 class InferenceError(Exception):
@@ -65,17 +66,13 @@ def real_inputs(settings, batch_size, ctx):
         image_shape=tuple(settings.image_shape), dtype=settings.dtype, layout=settings.layout,
         device_id=ctx.device_id if ctx.device_type == "gpu" else None, num_threads=cpu_cores(),
         num_classes=settings.num_classes)
-    loader = build_loader(config, "val")
-    while True:
-        produced = False
-        for batch in loader:
-            if batch["data"].shape[0] == batch_size:
-                produced = True
-                # ImageRecordIter's batches live in pinned memory, a context of their own.
-                yield batch["data"].as_in_context(ctx)
-        if not produced:
-            raise InferenceError(f"the validation set of {settings.data_root} holds fewer "
-                                 f"than one batch of {batch_size} images")
+    batches = endless(build_loader(config, "val"),
+                      keep=lambda batch: batch["data"].shape[0] == batch_size,
+                      no_data=f"the validation set of {settings.data_root} holds fewer than "
+                              f"one batch of {batch_size} images", error=InferenceError)
+    for batch in batches:
+        # ImageRecordIter's batches live in pinned memory, a context of their own.
+        yield batch["data"].as_in_context(ctx)
 
 
 def time_batches(net, inputs, count):

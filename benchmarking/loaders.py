@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 from data.recordio import iter_records, unpack_image_record
+from data.streams import endless
 from benchmarking.stats import ratio
 
 LOADERS = ("dali-cpu", "dali-gpu", "mxnet", "gluon")
@@ -68,13 +69,8 @@ def dali_gpu_count():
 
 def _cycle(loader):
     """Batches of `loader`, pass after pass."""
-    while True:
-        produced = False
-        for batch in loader:
-            produced = True
-            yield batch
-        if not produced:
-            raise RuntimeError("the loader produced no batch (fewer images than one batch?)")
+    return endless(loader, no_data="the loader produced no batch (fewer images than one "
+                                   "batch?)")
 
 
 def dali_batches(name, data_root, batch_size, crop, threads):

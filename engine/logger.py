@@ -2,11 +2,14 @@
 
 JSON records (one object per line, rank 0 only):
 
-- ``{"event": "train", "epoch", "iteration", "step", "loss", "lr", "img_per_s",
+- ``{"event": "train", "epoch", "iteration", "step", "loss", "losses", "lr", "img_per_s",
   "data_wait_ms", "loss_scale"}`` every `interval` iterations;
-- ``{"event": "epoch", "epoch", "loss", "lr", "img_per_s", "iter_ms", "data_wait_ms",
-  "seconds", "val": {...} or null}`` after each epoch, where ``img_per_s`` is the global batch
-  over the mean iteration time (data wait included, evaluation excluded).
+- ``{"event": "epoch", "epoch", "loss", "losses", "lr", "img_per_s", "iter_ms",
+  "data_wait_ms", "seconds", "val": {...} or null}`` after each epoch, where ``img_per_s`` is
+  the global batch over the mean iteration time (data wait included, evaluation excluded).
+
+``loss`` is the sum of the task's losses, ``losses`` each of them by name (``{"xent": ...}``
+for classification; SSD's ``cls`` and ``box``).
 
 ``epoch`` is 0-based and ``iteration`` 1-based within the epoch; ``step`` counts optimizer steps
 from the start of training.
@@ -50,7 +53,7 @@ class LoggerHook(HookBase):
         self._start_interval(loop)
         if self.dist.is_main and self.progress:
             from tqdm import tqdm
-            self._bar = tqdm(total=loop.steps_per_epoch, desc=f"epoch {loop.epoch}",
+            self._bar = tqdm(total=loop.epoch_steps, desc=f"epoch {loop.epoch}",
                              unit="it", leave=False, dynamic_ncols=True)
 
     def _start_interval(self, loop):
@@ -59,23 +62,28 @@ class LoggerHook(HookBase):
         self._interval_start = time.perf_counter()
 
     def after_step(self, loop):
-        mean_loss = loop.loss.mean()
-        self._interval_losses.append(mean_loss)
-        self._epoch_losses.append(mean_loss)
+        self._names = sorted(loop.losses)
+        # One small array per step, [total, each loss by name], read only when logged.
+        losses = nd.concat(loop.loss.reshape((1,)),
+                           *[loop.losses[name].reshape((1,)) for name in self._names], dim=0)
+        self._interval_losses.append(losses)
+        self._epoch_losses.append(losses)
         self._interval_data_seconds += loop.data_seconds
         self._epoch_data_seconds += loop.data_seconds
         if self._bar is not None:
             self._bar.update(1)
         iteration = loop.step_in_epoch + 1
-        if iteration % self.interval == 0 or iteration == loop.steps_per_epoch:
+        if iteration % self.interval == 0 or iteration == loop.epoch_steps:
             self._log_interval(loop, iteration)
 
     def _log_interval(self, loop, iteration):
-        loss = nd.add_n(*self._interval_losses).asscalar() / len(self._interval_losses)
-        seconds = time.perf_counter() - self._interval_start  # asscalar() waited for the steps
+        losses = nd.add_n(*self._interval_losses).asnumpy() / len(self._interval_losses)
+        seconds = time.perf_counter() - self._interval_start  # asnumpy() waited for the steps
         steps = len(self._interval_losses)
+        loss = losses[0]
         record = {"event": "train", "epoch": loop.epoch, "iteration": iteration,
                   "step": loop.global_step, "loss": float(loss),
+                  "losses": self._by_name(losses),
                   "lr": loop.trainer.learning_rate,
                   "img_per_s": loop.batch_size * self.dist.size * steps / seconds,
                   "data_wait_ms": 1000 * self._interval_data_seconds / steps,
@@ -86,7 +94,7 @@ class LoggerHook(HookBase):
                 self._bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{record['img_per_s']:.1f}")
             else:
                 log.info("epoch %d iter %d/%d  loss %.4f  lr %.5f  %.1f img/s  data wait %.1f ms",
-                         loop.epoch, iteration, loop.steps_per_epoch, loss, record["lr"],
+                         loop.epoch, iteration, loop.epoch_steps, loss, record["lr"],
                          record["img_per_s"], record["data_wait_ms"])
         self._start_interval(loop)
 
@@ -95,10 +103,12 @@ class LoggerHook(HookBase):
             self._bar.close()
             self._bar = None
         steps = len(self._epoch_losses)
-        local_loss = nd.add_n(*self._epoch_losses).asscalar() / steps
-        loss = self.dist.sum([local_loss], "log.epoch_loss")[0] / self.dist.size
+        local_losses = nd.add_n(*self._epoch_losses).asnumpy().astype("float64") / steps
+        losses = self.dist.sum(local_losses, "log.epoch_losses") / self.dist.size
+        loss = losses[0]
         iter_seconds = loop.epoch_seconds / steps
         record = {"event": "epoch", "epoch": loop.epoch, "loss": float(loss),
+                  "losses": self._by_name(losses),
                   "lr": loop.trainer.learning_rate,
                   "img_per_s": loop.batch_size * self.dist.size / iter_seconds,
                   "iter_ms": 1000 * iter_seconds,
@@ -107,11 +117,14 @@ class LoggerHook(HookBase):
         if self.dist.is_main:
             self._write(record)
             val = record["val"]
-            val_text = ("  " + "  ".join(f"val {k} {v:.2f}" for k, v in val.items()
-                                         if k in ("top1", "top5"))) if val else ""
+            val_text = ("  " + "  ".join(f"val {k} {val[k]:.2f}"
+                                         for k in loop.task.display_metrics)) if val else ""
             log.info("epoch %d done: loss %.4f  %.1f img/s  %.1f ms/iter  data wait %.1f ms%s",
                      loop.epoch, loss, record["img_per_s"], record["iter_ms"],
                      record["data_wait_ms"], val_text)
+
+    def _by_name(self, losses):
+        return {name: float(value) for name, value in zip(self._names, losses[1:])}
 
     def _write(self, record):
         if self.json_path:

@@ -9,6 +9,8 @@ from contextlib import nullcontext
 
 from mxnet import autograd, nd
 
+from data.streams import endless
+
 
 class HookBase:
     """A hook is called around the loop's events; override the ones you need.
@@ -49,13 +51,13 @@ class TrainLoop:
     trainer : mxnet.gluon.Trainer
         From `Distributed.make_trainer`: its `allreduce_grads` averages over workers.
     task : Task
-        Computes the per-sample training loss of a batch and evaluates.
+        Computes the named, normalised training losses of a batch, and evaluates.
     train_loader : iterable
         Yields dict batches and starts over by itself after each of its epochs.
     steps_per_epoch : int
         Optimizer steps per epoch, equal on every worker (allreduce would hang otherwise).
     batch_size : int
-        Samples per step on this worker.
+        Samples per step on this worker (for throughput).
     loss_scaler : LossScaler
     hooks : list of HookBase
         Called in order.
@@ -70,6 +72,7 @@ class TrainLoop:
         self.task = task
         self.train_loader = train_loader
         self.steps_per_epoch = steps_per_epoch
+        self.epoch_steps = steps_per_epoch  # steps of the current epoch (the last may be short)
         self.batch_size = batch_size
         self.loss_scaler = loss_scaler
         self.hooks = list(hooks)
@@ -78,23 +81,30 @@ class TrainLoop:
         self.epoch = 0
         self.global_step = 0
         self.step_in_epoch = 0
-        self.loss = None
+        self.loss = None  # the sum of the last step's losses
+        self.losses = {}  # and each of them by name
         self.data_seconds = 0.0
         self.epoch_seconds = 0.0
         self.num_epochs = 0
         self.metrics = None
 
-    def run(self, start_epoch, num_epochs):
-        """Train from the start of `start_epoch` to the end of epoch `num_epochs - 1`."""
+    def run(self, start_epoch, num_epochs, max_steps=None):
+        """Train from the start of `start_epoch` to the end of epoch `num_epochs - 1`, or
+        until `max_steps` optimizer steps in all (step-based recipes: the last epoch is then
+        cut short; an "epoch" is the interval between evaluations and checkpoints)."""
         self.epoch = start_epoch
         self.num_epochs = num_epochs
         self.global_step = start_epoch * self.steps_per_epoch
         self._call("before_train")
-        batches = _endless(self.train_loader)
+        batches = endless(self.train_loader,
+                          no_data="the training loader produced no batch in a whole epoch")
         for self.epoch in range(start_epoch, num_epochs):
+            remaining = self.steps_per_epoch if max_steps is None else \
+                max_steps - self.global_step
+            self.epoch_steps = min(self.steps_per_epoch, remaining)
             self._call("before_epoch")
             epoch_start = time.perf_counter()
-            for self.step_in_epoch in range(self.steps_per_epoch):
+            for self.step_in_epoch in range(self.epoch_steps):
                 started = time.perf_counter()
                 batch = next(batches)
                 self.data_seconds = time.perf_counter() - started
@@ -112,17 +122,18 @@ class TrainLoop:
         previous_loss = self.loss
         scale = self.loss_scaler.scale
         with autograd.record():
-            loss = self.task.train_loss(self.net, batch)
+            losses = self.task.train_losses(self.net, batch)
+            loss = nd.add_n(*losses.values()) if len(losses) > 1 else next(iter(losses.values()))
             scaled_loss = loss * scale if scale != 1.0 else loss
         scaled_loss.backward()
         self.trainer.allreduce_grads()
         finite = self.loss_scaler.grads_finite(self.params)
         if finite:
-            # The per-sample losses were summed by backward(); dividing by batch and scale
-            # gives the mean gradient, and Horovod averages it over workers.
-            self.trainer.update(self.batch_size * scale)
+            # The task normalised its losses; dividing by the scale undoes the loss scaling,
+            # and Horovod averages the gradients over workers.
+            self.trainer.update(scale)
         self.loss_scaler.update(finite)
-        self.loss = loss
+        self.loss, self.losses = loss, losses
         # MXNet runs operators asynchronously. Waiting for the previous step bounds the queue
         # to one step in flight while the next batch is already being prepared.
         if previous_loss is not None:
@@ -148,18 +159,3 @@ class TrainLoop:
     def _call(self, event):
         for hook in self.hooks:
             getattr(hook, event)(self)
-
-
-def _endless(loader):
-    """Batches from `loader`, epoch after epoch; the loop decides where its epochs end."""
-    empty_epochs = 0
-    while True:
-        produced = False
-        for batch in loader:
-            produced = True
-            yield batch
-        # A loader restored from a checkpoint taken at the end of its epoch starts with an
-        # empty pass; two in a row mean it has no data at all.
-        empty_epochs = 0 if produced else empty_epochs + 1
-        if empty_epochs == 2:
-            raise RuntimeError("the training loader produced no batch in a whole epoch")

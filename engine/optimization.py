@@ -34,20 +34,38 @@ def exclude_from_weight_decay(params):
 
 def make_lr_schedule(schedule, base_lr, steps_per_epoch, num_epochs, warmup_epochs=0,
                      decay_epochs=(30, 60, 80), decay_factor=0.1):
+    """An epoch-based schedule: `make_step_schedule` with its lengths given in epochs.
+
+    Parameters
+    ----------
+    steps_per_epoch, num_epochs, warmup_epochs : int or float
+        The schedule's length and warm-up in epochs of `steps_per_epoch` updates.
+    decay_epochs : sequence of int
+        Epochs after which the step schedule decays.
+    """
+    return make_step_schedule(schedule, base_lr, steps_per_epoch * num_epochs,
+                              int(steps_per_epoch * warmup_epochs),
+                              [int(e * steps_per_epoch) for e in decay_epochs], decay_factor)
+
+
+def make_step_schedule(schedule, base_lr, total_steps, warmup_steps=0, decay_steps=(),
+                       decay_factor=0.1, warmup_begin_lr=0.0):
     """The learning rate as a function of the optimizer's update count.
 
     Parameters
     ----------
     schedule : str
         "cosine" (to zero at the last step) or "step" (times `decay_factor` at each of
-        `decay_epochs`).
+        `decay_steps`).
     base_lr : float
         Peak learning rate, reached at the end of the warm-up.
-    steps_per_epoch, num_epochs, warmup_epochs : int
-        Define the schedule's length in updates; warm-up rises linearly from 0.
-    decay_epochs : sequence of int
-        Epochs after which the step schedule decays; those not after warm-up or beyond the
-        last epoch are ignored.
+    total_steps, warmup_steps : int
+        The schedule's length in updates, and the linear warm-up at its start.
+    decay_steps : sequence of int
+        Updates after which the step schedule decays; those not after warm-up or beyond the
+        last step are ignored.
+    warmup_begin_lr : float
+        The learning rate the warm-up starts from (SSD's recipe starts above zero).
 
     Returns
     -------
@@ -55,21 +73,20 @@ def make_lr_schedule(schedule, base_lr, steps_per_epoch, num_epochs, warmup_epoc
         Called by the optimizer with its update count (1 at the first update). It is saved
         with the trainer states, so a resumed run continues at the right position.
     """
-    total_steps = max(1, steps_per_epoch * num_epochs)
+    total_steps = max(1, int(total_steps))
     # At least one step after warm-up, so a short run still reaches its peak rate.
-    warmup_steps = min(int(steps_per_epoch * warmup_epochs), total_steps - 1)
+    warmup_steps = min(int(warmup_steps), total_steps - 1)
     if schedule == "cosine":
         return lr_scheduler.CosineScheduler(max_update=total_steps, base_lr=base_lr,
                                             final_lr=0.0, warmup_steps=warmup_steps,
-                                            warmup_begin_lr=0.0)
+                                            warmup_begin_lr=warmup_begin_lr)
     if schedule == "step":
-        steps = [int(e * steps_per_epoch) for e in decay_epochs]
-        steps = [s for s in steps if warmup_steps < s < total_steps]
+        steps = [s for s in decay_steps if warmup_steps < s < total_steps]
         if not steps:  # MultiFactorScheduler needs one step; this one is never reached
             steps = [total_steps + 1]
         return lr_scheduler.MultiFactorScheduler(step=steps, factor=decay_factor,
                                                  base_lr=base_lr, warmup_steps=warmup_steps,
-                                                 warmup_begin_lr=0.0)
+                                                 warmup_begin_lr=warmup_begin_lr)
     raise ValueError(f"unknown learning-rate schedule {schedule!r}; use 'cosine' or 'step'")
 
 

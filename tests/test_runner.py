@@ -70,8 +70,9 @@ def test_dry_run_shows_the_worker_command_with_every_forwarded_flag(tiny_dataset
     assert "2 workers on this machine (Horovod over Gloo, 127.0.0.1 only)" in result.stdout
     launch = result.stdout.strip().splitlines()[-1]
     assert "horovodrun" not in launch  # one machine: the project's launcher, on loopback
-    assert "--batch-size 16" in launch and launch.endswith("--arch resnet18_v1.5")
+    assert "-b 16" in launch and "--dtype float32" in launch
     assert "--resume" in launch.split() and "--num-examples 64" in launch
+    assert "--arch resnet18_v1.5" in launch
 
 
 def test_several_machines_go_through_horovodrun(tiny_dataset):
@@ -116,3 +117,9 @@ def test_val_without_checkpoint_is_refused(tiny_dataset, tmp_path):
     result = _run("--data-root", str(tiny_dataset), "--mode", "val", "--workspace",
                   str(tmp_path), script=os.path.join(ROOT, "train.py"))
     assert result.returncode == 2 and "no valid checkpoint" in result.stdout
+
+
+def test_a_mistyped_flag_is_refused_before_any_worker_starts(tiny_dataset):
+    result = _run("-n", "2", "--data-root", str(tiny_dataset), "--num-epoch", "3")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --num-epoch" in result.stderr

@@ -1,7 +1,9 @@
 """What differs between training tasks, behind one small interface.
 
-A task knows how to turn a batch (a dict of NDArrays from any data backend) into per-sample
-training losses, and how to evaluate a network on a loader. Classification is here; SSD and
+A task knows how to turn a batch (a dict of NDArrays from any data backend) into its named
+training losses, each already normalised the task's way (classification: the mean over the
+batch; SSD: divided by the number of positive anchors), and how to evaluate a network on a
+loader. The loop sums the losses; the logger logs each. Classification is here; SSD and
 Mask R-CNN add their own tasks with their losses, targets and COCO metrics.
 """
 
@@ -13,12 +15,16 @@ class Task:
     ----------
     main_metric : str
         The evaluation metric that names the best checkpoint (e.g. "top1").
+    display_metrics : tuple of str
+        The metrics the epoch's log line shows (e.g. ("top1", "top5")).
     """
 
     main_metric = None
+    display_metrics = ()  # the metrics the epoch's log line shows, in order
 
-    def train_loss(self, net, batch):
-        """Per-sample losses of `batch` (an NDArray of shape (batch,)), recorded for autograd."""
+    def train_losses(self, net, batch):
+        """The named losses of `batch`: {name: scalar NDArray of shape (1,)}, recorded for
+        autograd and normalised, so that their sum's gradient is this worker's gradient."""
         raise NotImplementedError
 
     def evaluate(self, net, loader, dist):

@@ -22,6 +22,7 @@ class ClassificationTask(Task):
     """
 
     main_metric = "top1"
+    display_metrics = ("top1", "top5")
 
     def __init__(self, num_classes, ctx, label_smoothing=0.1, mixup_alpha=0.0, seed=0):
         self.num_classes = num_classes
@@ -37,12 +38,13 @@ class ClassificationTask(Task):
         off = self.label_smoothing / self.num_classes
         return nd.one_hot(labels, self.num_classes, on_value=on, off_value=off)
 
-    def train_loss(self, net, batch):
+    def train_losses(self, net, batch):
+        """{"xent": the mean smoothed cross-entropy of the batch}."""
         data = batch["data"].as_in_context(self.ctx)
         targets = self.soft_targets(batch["label"].as_in_context(self.ctx))
         if self.mixup_alpha > 0:
             data, targets = self._mixup(data, targets)
-        return self.loss_fn(net(data), targets)
+        return {"xent": self.loss_fn(net(data), targets).mean()}
 
     def _mixup(self, data, targets):
         # Each sample is mixed with its mirror in the batch (Zhang et al., 2018).

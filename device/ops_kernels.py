@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """GPU check of the ops kernels, without MXNet: build, compare, time.
 
-    python3 ops/gpu_harness.py [--arch 90] [--out DIR] [--skip-build] [--lib PATH]
+    python3 device/ops_kernels.py [--arch 90] [--out DIR] [--skip-build] [--lib PATH]
 
 1. Builds ``libmxops_kernels.so`` with nvcc and g++ (``ops/build.py --kernels-only``).
 2. Runs every CUDA kernel on random inputs and compares it with the CPU kernel of the same
@@ -24,7 +24,8 @@ import time
 import numpy as np
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+# The kernels' sources and build script live in ops/; this harness only drives them.
+HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ops")
 sys.path.insert(0, HERE)
 import abi  # noqa: E402  (ops/abi.py, importable without MXNet)
 import build as ops_build  # noqa: E402

@@ -1,6 +1,6 @@
 """Checks of the DALI GPU pipelines, for a GPU machine that has DALI but no MXNet.
 
-    python -m data.gpu_harness --out DIR [--images 512] [--batch-size 256]
+    python -m device.dali_pipelines --out DIR [--images 512] [--batch-size 256]
 
 MXNet cannot run on Hopper GPUs (no MXNet wheel has sm_90 code), so on the H200 this harness
 proves what can be proved without it, with PyTorch standing in for MXNet as the DLPack consumer:

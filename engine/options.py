@@ -1,0 +1,98 @@
+"""The flags of a training run, in one place: train.py parses them, and the runner parses
+the same ones (to check a request before starting workers) and passes them on as given."""
+import argparse
+
+import models
+from data.loaders import BACKENDS
+from engine.cli import image_shape, positive_int
+
+
+def build_parser(description=None, add_help=True):
+    """The parser of train.py's flags (the runner takes them too, and checks them first)."""
+    p = argparse.ArgumentParser(description=description, add_help=add_help, allow_abbrev=False,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("run")
+    g.add_argument("--mode", choices=("train", "val", "train_val"), default="train_val",
+                   help="train only; evaluate --load / the newest checkpoint; or both")
+    g.add_argument("--workspace", default="workspace",
+                   help="folder for logs, checkpoints and exported models")
+    g.add_argument("--model-prefix", default="model",
+                   help="name of the exported symbol/params files inside the workspace")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from the newest valid checkpoint in the workspace")
+    g.add_argument("--load", help="weights to start from or, with --mode val, to evaluate: a "
+                                  "checkpoint directory or a .params file (also exported ones)")
+    g.add_argument("--report", help="write a JSON summary of the run here")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--stall-timeout", type=float, default=300,
+                   help="seconds a worker may wait on the others in one collective (a step's "
+                        "gradient allreduce included) before the run stops with an error "
+                        "naming it; raise it for very slow steps; 0: wait forever")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", default="resnet50_v1.5", choices=models.list_models())
+    g.add_argument("--num-classes", type=positive_int, default=1000)
+    g.add_argument("--dtype", choices=("float32", "float16"), default=None,
+                   help="float16 on GPUs (default there), float32 otherwise")
+    g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW",
+                   help="NHWC is faster with float16 on Tensor Core GPUs")
+    g.add_argument("--zero-init-residual", action="store_true",
+                   help="start every residual branch's last BatchNorm gamma at zero")
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", default="/data/imagenet/train-val-recordio-passthrough",
+                   help="folder with train.rec/.idx and val.rec/.idx")
+    g.add_argument("--data-backend", choices=BACKENDS, default=None,
+                   help="dali-gpu where there is a GPU, dali-cpu otherwise")
+    g.add_argument("-b", "--batch-size", type=positive_int, default=208, help="per worker")
+    g.add_argument("--image-shape", type=image_shape, default=(3, 224, 224),
+                   help="network input C,H,W")
+    g.add_argument("--num-examples", type=positive_int, default=None,
+                   help="cap each training epoch at this many samples (all workers together)")
+    g.add_argument("--data-threads", type=positive_int, default=None,
+                   help="DALI / ImageRecordIter threads per worker (default: CPU cores per "
+                        "worker)")
+    g.add_argument("--min-random-area", type=float, default=0.08)
+    g.add_argument("--max-random-area", type=float, default=1.0)
+    g.add_argument("--min-random-aspect-ratio", type=float, default=3 / 4)
+    g.add_argument("--max-random-aspect-ratio", type=float, default=4 / 3)
+    g.add_argument("--resize-shorter", type=positive_int, default=None,
+                   help="validation resize (default: crop * 256 / 224)")
+    g.add_argument("--pad-channels", action="store_true", help="pad images to 4 channels")
+    g.add_argument("--hw-decoder-load", type=float, default=0.65,
+                   help="dali-gpu: share of JPEGs for the hardware decoder")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--num-epochs", type=positive_int, default=90)
+    g.add_argument("--num-steps", type=positive_int, default=None,
+                   help="train for this many optimizer steps instead of --num-epochs "
+                        "(step-based recipes); epochs are then --epoch-steps long")
+    g.add_argument("--epoch-steps", type=positive_int, default=None,
+                   help="steps per epoch, the interval of evaluation, checkpoints and epoch "
+                        "logs (default: one pass over the training data)")
+    g.add_argument("--lr", type=float, default=0.256,
+                   help="learning rate for a global batch of 256, scaled linearly")
+    g.add_argument("--lr-schedule", choices=("cosine", "step"), default="cosine")
+    g.add_argument("--lr-steps", default="30,60,80", help="epochs of the step schedule")
+    g.add_argument("--lr-factor", type=float, default=0.1, help="step schedule decay")
+    g.add_argument("--warmup-epochs", type=float, default=5)
+    g.add_argument("--warmup-steps", type=int, default=None,
+                   help="warm-up length in steps (overrides --warmup-epochs)")
+    g.add_argument("--warmup-begin-lr", type=float, default=0.0,
+                   help="learning rate the linear warm-up starts from, per 256 images like "
+                        "--lr (scaled the same way; below --lr)")
+    g.add_argument("--lr-decay-steps", default=None,
+                   help="steps of the step schedule (overrides --lr-steps), e.g. 60000,80000")
+    g.add_argument("--momentum", type=float, default=0.875)
+    g.add_argument("--wd", type=float, default=3.0517578125e-05,
+                   help="weight decay (not on BatchNorm and biases)")
+    g.add_argument("--label-smoothing", type=float, default=0.1)
+    g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha; 0 disables it")
+    g.add_argument("--loss-scale", default=None,
+                   help="'dynamic' or a number (default: dynamic for float16, 1 otherwise)")
+    g = p.add_argument_group("output")
+    g.add_argument("--log-interval", type=positive_int, default=20, help="iterations")
+    g.add_argument("--eval-every", type=int, default=1, help="epochs; 0: only at the end")
+    g.add_argument("--save-frequency", type=int, default=1,
+                   help="checkpoint every N epochs (and after the last); 0: never")
+    g.add_argument("--keep-checkpoints", type=int, default=5, help="0 keeps all")
+    g.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="progress bar; auto: when stderr is a terminal")
+    return p
