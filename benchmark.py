@@ -195,9 +195,9 @@ def run_sweeps(args, runner_args, command):
     from benchmarking.report import build_report, format_report, plot
     from engine.files import write_json
     from benchmarking.stats import add_scaling
-    if args.model not in models.list_models():
+    if args.model not in models.list_models("classification"):
         print(f"benchmark.py: error: unknown --model {args.model!r}; valid names: "
-              f"{', '.join(models.list_models())}", file=sys.stderr)
+              f"{', '.join(models.list_models('classification'))}", file=sys.stderr)
         return 2
     gpus = mx.context.num_gpus()
     load_at_start = _warn_if_busy(machine)

@@ -79,7 +79,8 @@ class DALIMXNetIterator(_DaliBaseIterator):
             raise ValueError(f"pipeline has {len(outputs)} outputs but output_names names "
                              f"{len(self.output_names)}: {self.output_names}")
         copy = not self._pipes[0].exec_dynamic
-        batch = {name: _to_ndarray(out, copy) for name, out in zip(self.output_names, outputs)}
+        batch = {name: _to_ndarray(out, copy, name)
+                 for name, out in zip(self.output_names, outputs)}
         self._schedule_runs()
         self._advance_and_check_drop_last()
         drop, keep = self._remove_padded()
@@ -88,9 +89,24 @@ class DALIMXNetIterator(_DaliBaseIterator):
         return batch
 
 
-def _to_ndarray(tensor_list, copy):
+def _to_ndarray(tensor_list, copy, name):
     """One DALI output batch as an NDArray that shares its memory (or, with `copy`, owns a
-    finished copy of it)."""
+    finished copy of it).
+
+    Every output must be dense: one shape for all samples of the batch. Variable-length
+    outputs (a detection sample's boxes) are padded to a fixed shape in the pipeline
+    (``fn.pad(..., fill_value=-1, axes=[0], shape=[max_boxes])``, as `data.coco_pipelines`
+    does), which keeps the batch a single NDArray for MXNet.
+    """
+    if not tensor_list.is_dense_tensor():
+        # DALI's own error ("Assert on IsDenseTensor() failed") names neither the output nor
+        # the remedy.
+        shapes = sorted({tuple(shape) for shape in tensor_list.shape()})
+        listed = ", ".join(map(str, shapes[:4])) + (", ..." if len(shapes) > 4 else "")
+        raise ValueError(f"pipeline output {name!r} is not one dense batch (sample shapes: "
+                         f"{listed}); an NDArray needs one shape for the whole batch: pad "
+                         f"the output in the pipeline to a fixed shape (fn.pad with "
+                         f"fill_value=-1 and shape)")
     tensor = tensor_list.as_tensor()
     if isinstance(tensor_list, (TensorListGPU, TensorGPU)):
         capsule = tensor.__dlpack__(stream=_LEGACY_DEFAULT_STREAM)

@@ -12,7 +12,6 @@ It is written into a hidden temporary directory and renamed into place, so a run
 writing leaves no ``epoch-NNNN`` at all; a checkpoint whose files do not match their checksums
 (a disk error, a copy cut short) is reported and skipped in favour of the previous one.
 """
-import hashlib
 import json
 import logging
 import os
@@ -20,6 +19,8 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
+
+from engine.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def save_checkpoint(directory, epoch, net, trainer, state, keep_last=5):
         trainer.save_states(os.path.join(staging, STATES_FILE))
         for name in (PARAMS_FILE, STATES_FILE):
             _fsync_path(os.path.join(staging, name))
-        state = dict(state, epoch=epoch, sha256={name: _sha256(os.path.join(staging, name))
+        state = dict(state, epoch=epoch, sha256={name: file_sha256(os.path.join(staging, name))
                                                  for name in (PARAMS_FILE, STATES_FILE)})
         _write_json(os.path.join(staging, STATE_FILE), state)
         _fsync_path(staging)
@@ -94,7 +95,7 @@ def verify_checkpoint(path):
         with open(os.path.join(path, STATE_FILE)) as f:
             state = json.load(f)
         for name, expected in state["sha256"].items():
-            if _sha256(os.path.join(path, name)) != expected:
+            if file_sha256(os.path.join(path, name)) != expected:
                 raise CheckpointError(f"{name} does not match its checksum")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{type(error).__name__}: {error}") from error
@@ -152,13 +153,6 @@ def _prune(directory, keep_last):
         for path in list_checkpoints(directory)[keep_last:]:
             shutil.rmtree(path, ignore_errors=True)
 
-
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_json(path, obj):

@@ -1,4 +1,5 @@
 """Writing result files so that a reader never sees a half-written one."""
+import hashlib
 import json
 import os
 import tempfile
@@ -19,3 +20,12 @@ def write_json(path, obj):
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def file_sha256(path):
+    """The SHA-256 of a file's contents, as hex, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -29,7 +29,10 @@ def build_parser(description=None, add_help=True):
                         "gradient allreduce included) before the run stops with an error "
                         "naming it; raise it for very slow steps; 0: wait forever")
     g = p.add_argument_group("model")
-    g.add_argument("--arch", default="resnet50_v1.5", choices=models.list_models())
+    # Detection models (models/ssd.py) join the choices when their task is wired into the
+    # engine (issue 8); until then train.py trains classifiers only.
+    g.add_argument("--arch", default="resnet50_v1.5",
+                   choices=models.list_models("classification"))
     g.add_argument("--num-classes", type=positive_int, default=1000)
     g.add_argument("--dtype", choices=("float32", "float16"), default=None,
                    help="float16 on GPUs (default there), float32 otherwise")

@@ -1,31 +1,41 @@
 """Model registry: every network the runner can train, built by name.
 
-    net = models.get_model("resnet50_v1.5", classes=1000)
+    net = models.get_model("resnet50_v1.5", classes=1000)       # classification
+    net = models.get_model("ssd320_resnet50_fpn", classes=80)   # detection
+    models.model_task("ssd320_resnet50_fpn")                    # -> "detection"
 
 Each registered name is a few lines over one family builder; `list_models()` gives the names,
-and an unknown name fails with that list.
+and an unknown name fails with that list. Every builder takes ``classes`` (the number of
+classes; for detection, object classes without background) and ``layout``.
 """
 import mxnet as mx
 
 from models.precision import cast_network, check_device_support
-from models.resnet import default_initializer, resnet_v15
+from models.resnet import default_initializer, load_backbone_weights, resnet_v15
+from models.ssd import ssd_fpn
 
+TASKS = ("classification", "detection")
 _REGISTRY = {}
+_TASK_OF = {}
 
 
-def register_model(name):
-    """Decorator that registers a builder function under `name`."""
+def register_model(name, task="classification"):
+    """Decorator that registers a builder function under `name`, for `task` (one of TASKS)."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
     def add(builder):
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
         _REGISTRY[name] = builder
+        _TASK_OF[name] = task
         return builder
     return add
 
 
-def list_models():
-    """Sorted names of every registered model."""
-    return sorted(_REGISTRY)
+def list_models(task=None):
+    """Sorted names of every registered model, or of those for `task`."""
+    return sorted(name for name in _REGISTRY if task is None or _TASK_OF[name] == task)
 
 
 def get_model(name, **kwargs):
@@ -36,9 +46,25 @@ def get_model(name, **kwargs):
     ValueError
         If `name` is not registered; the message lists the valid names.
     """
+    _check_name(name)
+    return _REGISTRY[name](**kwargs)
+
+
+def model_task(name):
+    """The task of the registered model `name`: "classification" or "detection".
+
+    Raises
+    ------
+    ValueError
+        If `name` is not registered; the message lists the valid names.
+    """
+    _check_name(name)
+    return _TASK_OF[name]
+
+
+def _check_name(name):
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
-    return _REGISTRY[name](**kwargs)
 
 
 def build_network(name, classes, layout, image_shape, dtype, ctx, seed=0, **kwargs):
@@ -75,5 +101,25 @@ def _register_resnets():
 
 _register_resnets()
 
-__all__ = ["build_network", "cast_network", "check_device_support", "default_initializer",
-           "get_model", "list_models", "register_model"]
+
+@register_model("ssd320_resnet50_fpn", task="detection")
+def ssd320_resnet50_fpn(classes=80, layout="NCHW", image_size=320):
+    """SSD320 v1.2 (NVIDIA): ResNet-50 v1.5, FPN P3-P7, 320x320 input."""
+    return ssd_fpn(50, classes, image_size, layout)
+
+
+@register_model("ssd320_resnet18_fpn", task="detection")
+def ssd320_resnet18_fpn(classes=80, layout="NCHW", image_size=320):
+    """SSD320 v1.2 with a ResNet-18 v1.5 backbone (CPU demos)."""
+    return ssd_fpn(18, classes, image_size, layout)
+
+
+@register_model("ssd256_resnet18_fpn", task="detection")
+def ssd256_resnet18_fpn(classes=80, layout="NCHW", image_size=256):
+    """SSD-FPN with ResNet-18 v1.5 at 256x256 (CPU demos and tests)."""
+    return ssd_fpn(18, classes, image_size, layout)
+
+
+__all__ = ["TASKS", "build_network", "cast_network", "check_device_support",
+           "default_initializer", "get_model", "list_models", "load_backbone_weights",
+           "model_task", "register_model"]

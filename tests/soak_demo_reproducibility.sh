@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 epochs=${2:-3}
 dir=${3:-runs/soak-demo}
-( while :; do :; done ) &
-busy=$!
+if [ "${BUSY:-1}" = 1 ]; then ( while :; do :; done ) & fi
+busy=${!:-}
+mkdir -p "$dir"
 trap 'kill $busy 2>/dev/null' EXIT
 for i in $(seq 1 "$runs"); do
   rm -rf "$dir/ws$i"

@@ -1,0 +1,205 @@
+"""COCO box evaluation with pycocotools: collect detections, gather them, score them.
+
+A typical evaluation (every worker runs the loop; rank 0 scores)::
+
+    detections = CocoDetections(dataset.categories)
+    for batch in eval_loader:                       # data.coco_pipelines.ssd_eval_pipeline
+        boxes, classes, scores = decode(net(batch["images"]))   # input-image coordinates
+        detections.add(batch["image_ids"], boxes, classes, scores,
+                       image_sizes=batch["image_sizes"], input_size=(320, 320))
+    detections = gather_detections(detections, dist.gather_objects)
+    if dist.is_main:
+        stats = evaluate_bbox(dataset.source_file, detections, out_dir=workspace)
+
+Detections are kept per image: an image added twice (a padded batch, a sample read by two
+workers) keeps its last detections instead of counting them twice.
+"""
+import contextlib
+import io
+import os
+
+import numpy as np
+
+from engine.files import write_json
+
+__all__ = ["STAT_NAMES", "CocoDetections", "evaluate_bbox", "gather_detections",
+           "write_results"]
+
+# COCOeval.stats in order: AP at IoU 0.50:0.95, 0.50, 0.75, for small/medium/large objects;
+# AR with at most 1, 10, 100 detections per image, then for small/medium/large objects.
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def _numpy(array):
+    return array.asnumpy() if hasattr(array, "asnumpy") else np.asarray(array)
+
+
+class CocoDetections:
+    """Detections per image, in the source file's category ids and original pixels.
+
+    Parameters
+    ----------
+    categories : data.coco.CategoryMap
+        The source annotation file's categories: training class c is category
+        ``categories.to_category(c)``.
+    """
+
+    def __init__(self, categories):
+        self.categories = categories
+        self._images = {}  # image id -> (category ids (N,), scores (N,), boxes xywh (N, 4))
+
+    def add(self, image_ids, boxes, classes, scores, image_sizes, input_size):
+        """Add one batch of detections.
+
+        Parameters
+        ----------
+        image_ids : (B,) ints
+            COCO image ids (the eval pipeline's ``image_ids``).
+        boxes : (B, N, 4) floats
+            [x1, y1, x2, y2] in the coordinates of the network input of `input_size`.
+        classes : (B, N) ints
+            Training classes 1..C; rows with a class below 1 (background, -1 padding) are
+            ignored.
+        scores : (B, N) floats
+        image_sizes : (B, 2) ints
+            Original [height, width] of each image (the eval pipeline's ``image_sizes``).
+        input_size : (float, float)
+            (height, width) the boxes refer to: (320, 320) for pixels of a 320 x 320 input,
+            (1, 1) for boxes relative to the image.
+
+        NDArrays or numpy arrays.
+        """
+        image_ids, boxes, classes, scores, image_sizes = (
+            _numpy(a) for a in (image_ids, boxes, classes, scores, image_sizes))
+        in_height, in_width = input_size
+        for i, image_id in enumerate(image_ids.reshape(-1).tolist()):
+            keep = classes[i] >= 1
+            height, width = (float(v) for v in image_sizes[i])
+            # Undo the resize (each axis on its own: SSD's resize does not keep the aspect),
+            # then keep the box inside the image as the ground truth is.
+            scale = np.array([width / in_width, height / in_height] * 2)
+            ltrb = np.clip(boxes[i][keep].astype(np.float64) * scale, 0,
+                           [width, height, width, height])
+            xywh = np.concatenate([ltrb[:, :2], ltrb[:, 2:] - ltrb[:, :2]], axis=1)
+            self._images[int(image_id)] = (
+                self.categories.to_category(classes[i][keep].astype(np.int64)),
+                scores[i][keep].astype(np.float64), xywh)
+
+    @property
+    def image_ids(self):
+        """The ids of the images added so far, sorted."""
+        return sorted(self._images)
+
+    def __len__(self):
+        """The number of detections."""
+        return sum(len(scores) for _, scores, _ in self._images.values())
+
+    def state(self):
+        """What `update` takes: a picklable dict (for gathering across workers)."""
+        return dict(self._images)
+
+    def update(self, state):
+        """Add the images of another `state()` (an image present in both takes its
+        detections from `state`)."""
+        self._images.update(state)
+
+    def results(self):
+        """The detections in COCO's result format: ``[{"image_id", "category_id", "bbox":
+        [x, y, w, h], "score"}]``, by image id."""
+        return [dict(image_id=image_id, category_id=int(cat), bbox=[float(v) for v in box],
+                     score=float(score))
+                for image_id in self.image_ids
+                for cat, score, box in zip(*self._images[image_id])]
+
+
+def gather_detections(detections, gather_objects, name="coco_detections"):
+    """Every worker's detections in one `CocoDetections` (on every worker; score them on
+    rank 0).
+
+    Parameters
+    ----------
+    detections : CocoDetections
+        This worker's.
+    gather_objects : callable
+        ``gather_objects(obj, name)`` returns every worker's `obj` in rank order, as
+        `engine.distributed.Distributed.gather_objects`; every worker must call this with the
+        same `name`.
+    name : str
+        The collective's name.
+    """
+    merged = CocoDetections(detections.categories)
+    for state in gather_objects(detections.state(), name):
+        merged.update(state)
+    return merged
+
+
+def write_results(path, results):
+    """Write COCO results (a list of dicts) as JSON, atomically."""
+    write_json(path, results)
+
+
+def evaluate_bbox(annotation_file, detections, out_dir=None, image_ids=None,
+                  print_summary=True):
+    """COCO box AP and AR of `detections` against the source annotation file.
+
+    Parameters
+    ----------
+    annotation_file : str
+        The *source* COCO json (its own category ids; crowd regions are handled by COCOeval).
+    detections : CocoDetections or list of dict
+        The detections, or results in COCO's format.
+    out_dir : str, optional
+        Where to write ``bbox.json`` (the results; written atomically).
+    image_ids : collection of int, optional
+        The images to score; by default every image of `annotation_file`, so that an image
+        never added counts as one with no detections.
+    print_summary : bool
+        Print COCOeval's 12-line summary.
+
+    Returns
+    -------
+    dict
+        The 12 statistics named by `STAT_NAMES` (floats). No detections at all give 0; a
+        statistic with no ground truth to measure (e.g. APs without small objects) is -1,
+        as COCOeval reports it.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    results = detections.results() if isinstance(detections, CocoDetections) else detections
+    if out_dir is not None:
+        write_results(os.path.join(out_dir, "bbox.json"), results)
+    chatter = io.StringIO()  # pycocotools prints progress; only the summary is shown
+    with contextlib.redirect_stdout(chatter):
+        ground_truth = COCO(annotation_file)
+    unknown = {r["image_id"] for r in results} - set(ground_truth.getImgIds())
+    if unknown:
+        raise ValueError(f"{len(unknown)} image id(s) with detections are not in "
+                         f"{annotation_file} (e.g. {sorted(unknown)[:5]}); evaluate against "
+                         f"the annotation file of the split the images came from")
+    with contextlib.redirect_stdout(chatter):
+        predicted = (ground_truth.loadRes([dict(r) for r in results]) if results
+                     else _no_results(ground_truth))
+        evaluator = COCOeval(ground_truth, predicted, iouType="bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(int(i) for i in image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        evaluator.summarize()
+    if print_summary:
+        print(summary.getvalue(), end="")
+    return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}
+
+
+def _no_results(ground_truth):
+    # COCO.loadRes fails on an empty list (it looks at the first result's keys); an empty
+    # result set scored normally gives AP 0 for every category with ground truth.
+    from pycocotools.coco import COCO
+    empty = COCO()
+    empty.dataset = dict(images=list(ground_truth.dataset["images"]),
+                         categories=list(ground_truth.dataset["categories"]), annotations=[])
+    empty.createIndex()
+    return empty
