@@ -10,6 +10,8 @@ also works on its own). Modes: `train`, `val` (evaluate a checkpoint) and `train
 import logging
 import os
 import sys
+from dataclasses import dataclass
+from typing import Callable
 
 # MXNet sizes its CPU thread pool once, at import, and by default takes half the cores. Each
 # worker gets its share of all cores instead (horovodrun says how many workers share a host).
@@ -19,6 +21,8 @@ os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WO
 import mxnet as mx  # noqa: E402
 
 import models
+from data.coco import CocoError, prepare_coco
+from data.coco_loaders import CocoLoaderConfig, build_coco_loader
 from data.loaders import DataError, LoaderConfig, build_loader
 from engine.checkpoint import CheckpointError, latest_checkpoint
 from engine.distributed import init_distributed
@@ -31,7 +35,9 @@ from engine.loss_scaler import LossScaler
 from engine.optimization import (exclude_from_weight_decay, make_step_schedule,
                                  scaled_learning_rate, sgd_params)
 from engine.tasks.classification import ClassificationTask
-from engine.weights import load_weights, read_trainer_states, restore_trainer_states
+from engine.tasks.ssd import SSDTask
+from engine.weights import (load_weights, read_trainer_states, restore_trainer_states,
+                            weights_file)
 
 log = logging.getLogger("train")
 
@@ -83,8 +89,81 @@ def find_resume_checkpoint(args, dist):
     return checkpoint
 
 
+@dataclass
+class Setup:
+    """What differs by task: the network's class count and builder arguments, the loaders
+    (``make_loader(split, state=None)``) and the task, made once the network exists."""
+    num_classes: int
+    net_kwargs: dict
+    make_loader: Callable
+    make_task: Callable
+
+
+def classification_setup(args, dist, ctx, device_id, dtype, backend):
+    cfg = loader_config(args, dist, device_id, dtype, backend)
+    return Setup(args.num_classes, {"zero_init_residual": args.zero_init_residual},
+                 lambda split, state=None: build_loader(cfg, split, checkpoint=state),
+                 lambda net: ClassificationTask(args.num_classes, ctx, args.label_smoothing,
+                                                args.mixup, seed=args.seed + dist.rank))
+
+
+def detection_setup(args, dist, ctx, device_id, dtype, backend):
+    _, height, width = args.image_shape
+    if height != width:
+        raise UsageError(f"SSD takes a square input; got --image-shape "
+                         f"{','.join(map(str, args.image_shape))} (e.g. 3,320,320)")
+    datasets = prepare_coco_splits(args, dist)
+    # Load the ops/ library (targets, decoding) now: mx.library.load once training has
+    # started dies of SIGFPE (seen: from encode_targets in the first step).
+    import ops  # noqa: F401
+    cfg = CocoLoaderConfig(
+        backend=backend, batch_size=args.batch_size, image_size=height, dtype=dtype,
+        layout=args.layout, rank=dist.rank, world_size=dist.size, device_id=device_id,
+        num_threads=_data_threads(args, dist), seed=args.seed,
+        hw_decoder_load=args.hw_decoder_load, max_boxes=args.max_boxes,
+        max_crowd_boxes=args.max_crowd_boxes)
+    any_split = next(iter(datasets.values()))
+    return Setup(any_split.num_classes, {"image_size": height},
+                 lambda split, state=None: build_coco_loader(cfg, datasets[split], split, state),
+                 lambda net: SSDTask(ctx, height, net.anchors(height, ctx), datasets.get("val"),
+                                     args.workspace if dist.is_main else None,
+                                     args.score_threshold, args.nms_threshold,
+                                     args.max_detections))
+
+
+def prepare_coco_splits(args, dist):
+    """The COCO splits the mode needs, checked and normalised (data/coco.py) by rank 0 into
+    the workspace's cache, then reused by the other workers."""
+    splits = {"train": ["train"], "val": ["val"], "train_val": ["train", "val"]}[args.mode]
+    names = {"train": args.train_split, "val": args.val_split}
+    cache = os.path.join(args.workspace, "coco_cache")
+
+    def prepare():
+        return {split: prepare_coco(args.data_root, names[split], cache,
+                                    missing_images=args.missing_images) for split in splits}
+    error = None
+    if dist.is_main:
+        try:
+            prepare()
+        except CocoError as failure:
+            error = str(failure)
+    # Every worker learns of rank 0's error, or waits for its files to exist.
+    error = dist.broadcast_object(error, "data.coco_prepared")
+    if error:
+        raise UsageError(error)
+    datasets = prepare()
+    if len({tuple(d.categories.category_ids) for d in datasets.values()}) > 1:
+        raise UsageError(f"the categories of {args.train_split} and {args.val_split} differ; "
+                         f"both annotation files must list the same categories")
+    return datasets
+
+
+def _data_threads(args, dist):
+    return args.data_threads or max(1, (os.cpu_count() or 1) // dist.local_size)
+
+
 def loader_config(args, dist, device_id, dtype, backend):
-    threads = args.data_threads or max(1, (os.cpu_count() or 1) // dist.local_size)
+    threads = _data_threads(args, dist)
     return LoaderConfig(
         backend=backend, data_root=args.data_root, batch_size=args.batch_size,
         image_shape=args.image_shape, dtype=dtype, layout=args.layout, rank=dist.rank,
@@ -144,10 +223,10 @@ def make_loss_scaler(args, dtype):
         raise UsageError(f"--loss-scale must be 'dynamic' or a number, got {text!r}") from None
 
 
-def train(args, dist, net, task, cfg, checkpoint, config):
+def train(args, dist, net, task, setup, checkpoint, config):
     worker_state = _worker_state(checkpoint, dist)
-    train_loader = build_loader(cfg, "train", checkpoint=worker_state.get("loader"))
-    val_loader = build_loader(cfg, "val") if args.mode == "train_val" else None
+    train_loader = setup.make_loader("train", worker_state.get("loader"))
+    val_loader = setup.make_loader("val") if args.mode == "train_val" else None
     steps = steps_per_epoch(args, dist, train_loader)
     global_batch = args.batch_size * dist.size
     lr = scaled_learning_rate(args.lr, global_batch)
@@ -210,32 +289,47 @@ def main(argv=None):
             write_json(os.path.join(args.workspace, "config.json"), config)
         wants_checkpoint = args.resume or (args.mode == "val" and not args.load)
         checkpoint = find_resume_checkpoint(args, dist) if wants_checkpoint else None
-        net = models.build_network(args.arch, args.num_classes, args.layout, args.image_shape,
-                                   dtype, ctx, seed=args.seed,
-                                   zero_init_residual=args.zero_init_residual)
+        detection = models.model_task(args.arch) == "detection"
+        setup = (detection_setup if detection else classification_setup)(
+            args, dist, ctx, device_id, dtype, backend)
+        net = models.build_network(args.arch, setup.num_classes, args.layout, args.image_shape,
+                                   dtype, ctx, seed=args.seed, **setup.net_kwargs)
+        start_backbone(args, net, detection, ctx)
         weights = args.load or (checkpoint.params_path if checkpoint else None)
         if weights:
             load_weights(net, weights, ctx)
         dist.broadcast_parameters(net.collect_params())
-        task = ClassificationTask(args.num_classes, ctx, args.label_smoothing, args.mixup,
-                                  seed=args.seed + dist.rank)
-        cfg = loader_config(args, dist, device_id, dtype, backend)
+        task = setup.make_task(net)
         if args.mode == "val":
-            metrics = task.evaluate(net, build_loader(cfg, "val"), dist)
+            metrics = task.evaluate(net, setup.make_loader("val"), dist)
         else:
-            metrics = train(args, dist, net, task, cfg, checkpoint, config)
+            metrics = train(args, dist, net, task, setup, checkpoint, config)
     except (UsageError, DataError, CheckpointError) as error:
         log.error("%s", error)
         return 2
     if dist.is_main:
-        _report(args, metrics)
+        _report(args, task, metrics)
+    dist.finish()
     return 0
 
 
-def _report(args, metrics):
+def start_backbone(args, net, detection, ctx):
+    """--backbone-weights: a detector's backbone from a classifier checkpoint."""
+    if not args.backbone_weights:
+        return
+    if not detection:
+        raise UsageError("--backbone-weights starts a detector's backbone; a classifier "
+                         "starts from a checkpoint with --load")
+    try:
+        models.load_backbone_weights(net.backbone, weights_file(args.backbone_weights), ctx)
+    except ValueError as error:
+        raise UsageError(f"--backbone-weights {args.backbone_weights}: {error}") from None
+    log.info("backbone initialised from %s", args.backbone_weights)
+
+
+def _report(args, task, metrics):
     if metrics:
-        log.info("validation: top-1 %.2f%%  top-5 %.2f%%  (%d images)", metrics["top1"],
-                 metrics["top5"], metrics["samples"])
+        log.info("validation: %s", task.summary(metrics))
     log.info("workspace: %s (checkpoints in %s, logs in %s)", os.path.abspath(args.workspace),
              os.path.join(args.workspace, "checkpoints"), os.path.join(args.workspace, "log.jsonl"))
     if args.report:

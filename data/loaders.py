@@ -116,37 +116,24 @@ def build_loader(config, split, checkpoint=None):
     rec, idx = record_files(config.data_root, split)
     if config.backend == "mxnet":
         return RecordIterLoader(config, split, rec, idx)
-    return DALILoader(config, split, rec, idx, checkpoint)
+    return _classification_dali_loader(config, split, rec, idx, checkpoint)
 
 
 class DALILoader:
-    """A DALI pipeline behind the common loader interface."""
+    """A DALI pipeline (built with ``enable_checkpointing=True`` and its reader named
+    `READER_NAME`) behind the common loader interface; every task's DALI loaders are one.
 
-    def __init__(self, config, split, rec, idx, checkpoint=None):
-        gpu = config.backend == "dali-gpu"
-        if gpu and config.device_id is None:
-            raise DataError("--data-backend dali-gpu needs a GPU; use dali-cpu on CPU machines")
-        common = dict(rec_path=rec, idx_path=idx, shard_id=config.rank,
-                      num_shards=config.world_size, crop_size=config.crop_size,
-                      decoder_device="mixed" if gpu else "cpu",
-                      hw_decoder_load=config.hw_decoder_load, dtype=config.dtype,
-                      layout=config.layout, pad_channels=config.pad_channels,
-                      batch_size=config.batch_size, num_threads=config.num_threads,
-                      device_id=config.device_id if gpu else None,
-                      # Different augmentation streams per worker, reproducible per seed.
-                      seed=config.seed + 1000 * config.rank, enable_checkpointing=True,
-                      checkpoint=base64.b64decode(checkpoint) if checkpoint else None)
-        if split == "train":
-            pipeline = classification_train_pipeline(
-                random_area=config.random_area, random_aspect_ratio=config.random_aspect_ratio,
-                **common)
-            _check_shard_holds_a_batch(pipeline, rec, config)
-            policy = LastBatchPolicy.DROP
-        else:
-            pipeline = classification_val_pipeline(resize_shorter=config.val_resize_shorter,
-                                                    **common)
-            policy = LastBatchPolicy.PARTIAL
-        self._iterator = DALIMXNetIterator(pipeline, ["data", "label"], READER_NAME, policy)
+    Parameters
+    ----------
+    pipeline : nvidia.dali.Pipeline
+    output_names : sequence of str
+        The batch dict's keys, one per pipeline output.
+    policy : LastBatchPolicy
+        DROP for training (equal step counts on every worker), PARTIAL for evaluation.
+    """
+
+    def __init__(self, pipeline, output_names, policy):
+        self._iterator = DALIMXNetIterator(pipeline, output_names, READER_NAME, policy)
 
     def __iter__(self):
         return iter(self._iterator)
@@ -158,6 +145,38 @@ class DALILoader:
         # DALI serialises reader positions and random generator states as bytes; base64
         # keeps them inside the checkpoint's JSON.
         return base64.b64encode(self._iterator.checkpoints()[0]).decode("ascii")
+
+
+def dali_checkpoint(state):
+    """The bytes a DALI pipeline restores from, given what `DALILoader.state()` returned."""
+    return base64.b64decode(state) if state else None
+
+
+def _classification_dali_loader(config, split, rec, idx, checkpoint=None):
+    gpu = config.backend == "dali-gpu"
+    if gpu and config.device_id is None:
+        raise DataError("--data-backend dali-gpu needs a GPU; use dali-cpu on CPU machines")
+    common = dict(rec_path=rec, idx_path=idx, shard_id=config.rank,
+                  num_shards=config.world_size, crop_size=config.crop_size,
+                  decoder_device="mixed" if gpu else "cpu",
+                  hw_decoder_load=config.hw_decoder_load, dtype=config.dtype,
+                  layout=config.layout, pad_channels=config.pad_channels,
+                  batch_size=config.batch_size, num_threads=config.num_threads,
+                  device_id=config.device_id if gpu else None,
+                  # Different augmentation streams per worker, reproducible per seed.
+                  seed=config.seed + 1000 * config.rank, enable_checkpointing=True,
+                  checkpoint=dali_checkpoint(checkpoint))
+    if split == "train":
+        pipeline = classification_train_pipeline(
+            random_area=config.random_area, random_aspect_ratio=config.random_aspect_ratio,
+            **common)
+        _check_shard_holds_a_batch(pipeline, rec, config)
+        policy = LastBatchPolicy.DROP
+    else:
+        pipeline = classification_val_pipeline(resize_shorter=config.val_resize_shorter,
+                                                **common)
+        policy = LastBatchPolicy.PARTIAL
+    return DALILoader(pipeline, ["data", "label"], policy)
 
 
 class RecordIterLoader:

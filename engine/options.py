@@ -29,11 +29,13 @@ def build_parser(description=None, add_help=True):
                         "gradient allreduce included) before the run stops with an error "
                         "naming it; raise it for very slow steps; 0: wait forever")
     g = p.add_argument_group("model")
-    # Detection models (models/ssd.py) join the choices when their task is wired into the
-    # engine (issue 8); until then train.py trains classifiers only.
-    g.add_argument("--arch", default="resnet50_v1.5",
-                   choices=models.list_models("classification"))
-    g.add_argument("--num-classes", type=positive_int, default=1000)
+    g.add_argument("--arch", default="resnet50_v1.5", choices=models.list_models(),
+                   help="the network; its task (classification or detection) follows from it")
+    g.add_argument("--num-classes", type=positive_int, default=1000,
+                   help="classification; detection takes the classes of the COCO json")
+    g.add_argument("--backbone-weights",
+                   help="detection: start the ResNet backbone from a classifier checkpoint of "
+                        "this project (its model.params; same depth and layout)")
     g.add_argument("--dtype", choices=("float32", "float16"), default=None,
                    help="float16 on GPUs (default there), float32 otherwise")
     g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW",
@@ -62,6 +64,22 @@ def build_parser(description=None, add_help=True):
     g.add_argument("--pad-channels", action="store_true", help="pad images to 4 channels")
     g.add_argument("--hw-decoder-load", type=float, default=0.65,
                    help="dali-gpu: share of JPEGs for the hardware decoder")
+    g = p.add_argument_group("detection data (COCO layout under --data-root)")
+    g.add_argument("--train-split", default="train2017",
+                   help="annotations/instances_SPLIT.json and SPLIT/ of training")
+    g.add_argument("--val-split", default="val2017", help="the same, of evaluation")
+    g.add_argument("--max-boxes", type=positive_int, default=100,
+                   help="objects per training image (more are cut, with a count logged)")
+    g.add_argument("--max-crowd-boxes", type=positive_int, default=20,
+                   help="crowd regions per training image")
+    g.add_argument("--score-threshold", type=float, default=0.05,
+                   help="detection: class score below which a box is dropped at inference")
+    g.add_argument("--nms-threshold", type=float, default=0.6,
+                   help="detection: IoU above which a lower-scored box of a class is dropped")
+    g.add_argument("--max-detections", type=positive_int, default=100,
+                   help="detection: boxes kept per image")
+    g.add_argument("--missing-images", choices=("error", "skip"), default="error",
+                   help="images the json lists but the folder lacks: stop, or leave them out")
     g = p.add_argument_group("optimisation")
     g.add_argument("--num-epochs", type=positive_int, default=90)
     g.add_argument("--num-steps", type=positive_int, default=None,

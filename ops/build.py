@@ -258,8 +258,12 @@ def build(out_dir=DEFAULT_OUT, kernels_only=False, use_cuda=True, nvcc=None, arc
 
     for name, objs, key in libs:
         target = os.path.join(out_dir, name)
-        cmd = ([cxx, "-shared", "-fopenmp", "-Wl,--no-undefined", "-o", target] + objs +
-               cuda_link)
+        # -Bsymbolic: the library's calls into its own copy of MXNet's lib_api (CustomOp and
+        # friends) stay inside it. Horovod's MXNet library, loaded first in every worker,
+        # exports the same symbols of another build; without it, loading this library after
+        # `import horovod.mxnet` bound to those and died of SIGFPE in a static initializer.
+        cmd = ([cxx, "-shared", "-fopenmp", "-Wl,--no-undefined", "-Wl,-Bsymbolic", "-o",
+                target] + objs + cuda_link)
         what = "CPU + CUDA " + ",".join(info["archs"]) if info["cuda"] else "CPU only"
         _, err = run_step(target, objs, cmd, "linking {} ({})".format(name, what), verbose)
         if err:

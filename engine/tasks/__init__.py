@@ -31,6 +31,10 @@ class Task:
         """Metrics over the whole of `loader` on every worker, combined across workers."""
         raise NotImplementedError
 
+    def summary(self, metrics):
+        """One line of the final metrics, for the end of a run."""
+        return "  ".join(f"{name} {metrics[name]:.2f}" for name in self.display_metrics)
+
     def state_dict(self):
         """Per-worker state (random generators) to checkpoint."""
         return {}

@@ -73,6 +73,10 @@ class ClassificationTask(Task):
         count = nd.array([labels.shape[0]], ctx=self.ctx)
         return nd.concat(top1.sum(), topk.sum(), count, dim=0).astype("float64")
 
+    def summary(self, metrics):
+        return (f"top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%  "
+                f"({metrics['samples']} images)")
+
     def state_dict(self):
         return {"rng": self.rng.bit_generator.state}
 

@@ -72,3 +72,20 @@ def test_missing_library_says_how_to_build(tmp_path, monkeypatch):
     monkeypatch.setitem(_library._state, "loaded", False)
     with pytest.raises(_library.LibraryNotBuilt, match="python -m ops.build"):
         _library.load()
+
+
+def test_library_loads_next_to_horovod_in_either_order():
+    """Every worker imports horovod.mxnet (which carries its own copy of MXNet's lib_api)
+    before a detection task loads ops/; without -Bsymbolic that died of SIGFPE."""
+    import subprocess
+    import sys
+    check = ("import mxnet as mx\n{first}\n{second}\n"
+             "print(ops.box_iou(mx.nd.array([[0, 0, 2, 2]]), mx.nd.array([[0, 1, 2, 2]]))"
+             ".asnumpy()[0, 0])")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for first, second in (("import horovod.mxnet", "import ops"),
+                          ("import ops", "import horovod.mxnet")):
+        result = subprocess.run([sys.executable, "-c", check.format(first=first, second=second)],
+                                cwd=root, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (first, second, result.stderr[-2000:])
+        assert result.stdout.strip() == "0.5"
