@@ -80,3 +80,37 @@ def test_runner_names_what_a_coco_data_root_lacks(tmp_path):
                             timeout=120)
     assert result.returncode == 2
     assert "instances_train2017.json" in result.stderr
+
+
+def _classifier_checkpoint(path, arch):
+    import mxnet as mx
+
+    import models
+    net = models.build_network(arch, 10, "NCHW", (3, 32, 32), "float32", mx.cpu(), seed=3)
+    net.save_parameters(str(path))
+    return net
+
+
+def test_backbone_weights_start_the_detector_and_a_wrong_depth_is_refused(coco_demo, tmp_path):
+    import mxnet as mx
+    classifier = _classifier_checkpoint(tmp_path / "resnet18.params", "resnet18_v1.5")
+    workspace = tmp_path / "ws"
+    stdout = _runner(coco_demo, workspace, 1, "--mode", "train", "--num-steps", "1",
+                     "--lr", "1e-9", "--backbone-weights", str(tmp_path / "resnet18.params"))
+    assert "backbone initialised from" in stdout
+    # After one step at a negligible learning rate, the first convolution is the classifier's.
+    saved = mx.nd.load(str(workspace / "checkpoints" / "epoch-0001" / "model.params"))
+    first_conv = next(name for name in saved if name.startswith("backbone.") and
+                      name.endswith("weight") and saved[name].ndim == 4)
+    expected = classifier.collect_params()[next(iter(classifier.collect_params().keys()))]
+    assert saved[first_conv].shape == expected.shape
+    assert abs(saved[first_conv].asnumpy() - expected.data().asnumpy()).max() < 1e-5
+
+    _classifier_checkpoint(tmp_path / "resnet34.params", "resnet34_v1.5")
+    result = subprocess.run(
+        [RUNNER, "-b", "4", "--arch", "ssd256_resnet18_fpn", "--image-shape", "3,128,128",
+         "--data-root", str(coco_demo), "--workspace", str(tmp_path / "ws34"),
+         "--backbone-weights", str(tmp_path / "resnet34.params")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "--backbone-weights" in result.stdout and "resnet34.params" in result.stdout
