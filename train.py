@@ -29,7 +29,7 @@ from engine.distributed import init_distributed
 from engine.files import write_json
 from engine.hooks import CheckpointHook, EvalHook, SyncBatchNormStatsHook
 from engine.logger import LoggerHook
-from engine.options import build_parser
+from engine.options import apply_task_defaults, build_parser
 from engine.loop import TrainLoop
 from engine.loss_scaler import LossScaler
 from engine.optimization import (exclude_from_weight_decay, make_step_schedule,
@@ -47,7 +47,7 @@ class UsageError(Exception):
 
 
 def parse_args(argv=None):
-    return build_parser(description=__doc__).parse_args(argv)
+    return apply_task_defaults(build_parser(description=__doc__).parse_args(argv))
 
 
 def select_device(args, dist):

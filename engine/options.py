@@ -1,10 +1,51 @@
 """The flags of a training run, in one place: train.py parses them, and the runner parses
-the same ones (to check a request before starting workers) and passes them on as given."""
+the same ones (to check a request before starting workers) and passes them on as given.
+
+Flags whose default differs by task (the recipe of each, as NVIDIA gives it) default to the
+task of `--arch`: `./runner -n 8 -b 32 --arch ssd320_resnet50_fpn --dtype float16` is the SSD320
+v1.2 recipe, `./runner -n 8 -b 208 --dtype float16` the ResNet-50 v1.5 one."""
 import argparse
 
 import models
 from data.loaders import BACKENDS
 from engine.cli import image_shape, positive_int
+
+# The defaults that differ by task; every other default is the same for all tasks.
+TASK_DEFAULTS = {
+    "classification": {
+        "data_root": "/data/imagenet/train-val-recordio-passthrough", "batch_size": 208,
+        "image_shape": (3, 224, 224), "lr": 0.256, "momentum": 0.875,
+        "wd": 3.0517578125e-05, "num_steps": None, "epoch_steps": None, "warmup_steps": None,
+        "warmup_begin_lr": 0.0},
+    # SSD320 v1.2: 12,500 steps of 32 images per GPU on 8 GPUs, 1,000 warm-up steps from
+    # 0.0693312, cosine decay from 0.16; weight decay 4e-4 is the L2 weight of TensorFlow's
+    # configuration of this model family.
+    "detection": {
+        "data_root": "/data/coco2017", "batch_size": 32, "image_shape": (3, 320, 320),
+        "lr": 0.16, "momentum": 0.9, "wd": 4e-4, "num_steps": 12500, "epoch_steps": 1250,
+        "warmup_steps": 1000, "warmup_begin_lr": 0.0693312},
+}
+
+
+def _by_task(name):
+    """Help text of a by-task default, e.g. "default: 208 (classification), 32 (detection)"."""
+    values = ", ".join(f"{_shown(TASK_DEFAULTS[task][name])} ({task})" for task in TASK_DEFAULTS)
+    return f"default by task: {values}"
+
+
+def _shown(value):
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+def apply_task_defaults(args):
+    """Fill the by-task flags the command line left out with the defaults of the task of
+    `args.arch`; returns `args`."""
+    for name, value in TASK_DEFAULTS[models.model_task(args.arch)].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    return args
 
 
 def build_parser(description=None, add_help=True):
@@ -43,13 +84,15 @@ def build_parser(description=None, add_help=True):
     g.add_argument("--zero-init-residual", action="store_true",
                    help="start every residual branch's last BatchNorm gamma at zero")
     g = p.add_argument_group("data")
-    g.add_argument("--data-root", default="/data/imagenet/train-val-recordio-passthrough",
-                   help="folder with train.rec/.idx and val.rec/.idx")
+    g.add_argument("--data-root", default=argparse.SUPPRESS,
+                   help="classification: folder with train.rec/.idx and val.rec/.idx; "
+                        "detection: a COCO-layout folder; " + _by_task("data_root"))
     g.add_argument("--data-backend", choices=BACKENDS, default=None,
                    help="dali-gpu where there is a GPU, dali-cpu otherwise")
-    g.add_argument("-b", "--batch-size", type=positive_int, default=208, help="per worker")
-    g.add_argument("--image-shape", type=image_shape, default=(3, 224, 224),
-                   help="network input C,H,W")
+    g.add_argument("-b", "--batch-size", type=positive_int, default=argparse.SUPPRESS,
+                   help="per worker; " + _by_task("batch_size"))
+    g.add_argument("--image-shape", type=image_shape, default=argparse.SUPPRESS,
+                   help="network input C,H,W; " + _by_task("image_shape"))
     g.add_argument("--num-examples", type=positive_int, default=None,
                    help="cap each training epoch at this many samples (all workers together)")
     g.add_argument("--data-threads", type=positive_int, default=None,
@@ -82,28 +125,33 @@ def build_parser(description=None, add_help=True):
                    help="images the json lists but the folder lacks: stop, or leave them out")
     g = p.add_argument_group("optimisation")
     g.add_argument("--num-epochs", type=positive_int, default=90)
-    g.add_argument("--num-steps", type=positive_int, default=None,
+    g.add_argument("--num-steps", type=positive_int, default=argparse.SUPPRESS,
                    help="train for this many optimizer steps instead of --num-epochs "
-                        "(step-based recipes); epochs are then --epoch-steps long")
-    g.add_argument("--epoch-steps", type=positive_int, default=None,
+                        "(step-based recipes); epochs are then --epoch-steps long; "
+                        + _by_task("num_steps"))
+    g.add_argument("--epoch-steps", type=positive_int, default=argparse.SUPPRESS,
                    help="steps per epoch, the interval of evaluation, checkpoints and epoch "
-                        "logs (default: one pass over the training data)")
-    g.add_argument("--lr", type=float, default=0.256,
-                   help="learning rate for a global batch of 256, scaled linearly")
+                        "logs (none: one pass over the training data); "
+                        + _by_task("epoch_steps"))
+    g.add_argument("--lr", type=float, default=argparse.SUPPRESS,
+                   help="learning rate for a global batch of 256, scaled linearly; "
+                        + _by_task("lr"))
     g.add_argument("--lr-schedule", choices=("cosine", "step"), default="cosine")
     g.add_argument("--lr-steps", default="30,60,80", help="epochs of the step schedule")
     g.add_argument("--lr-factor", type=float, default=0.1, help="step schedule decay")
     g.add_argument("--warmup-epochs", type=float, default=5)
-    g.add_argument("--warmup-steps", type=int, default=None,
-                   help="warm-up length in steps (overrides --warmup-epochs)")
-    g.add_argument("--warmup-begin-lr", type=float, default=0.0,
+    g.add_argument("--warmup-steps", type=int, default=argparse.SUPPRESS,
+                   help="warm-up length in steps (overrides --warmup-epochs); "
+                        + _by_task("warmup_steps"))
+    g.add_argument("--warmup-begin-lr", type=float, default=argparse.SUPPRESS,
                    help="learning rate the linear warm-up starts from, per 256 images like "
-                        "--lr (scaled the same way; below --lr)")
+                        "--lr (scaled the same way; below --lr); " + _by_task("warmup_begin_lr"))
     g.add_argument("--lr-decay-steps", default=None,
                    help="steps of the step schedule (overrides --lr-steps), e.g. 60000,80000")
-    g.add_argument("--momentum", type=float, default=0.875)
-    g.add_argument("--wd", type=float, default=3.0517578125e-05,
-                   help="weight decay (not on BatchNorm and biases)")
+    g.add_argument("--momentum", type=float, default=argparse.SUPPRESS,
+                   help=_by_task("momentum"))
+    g.add_argument("--wd", type=float, default=argparse.SUPPRESS,
+                   help="weight decay (not on BatchNorm and biases); " + _by_task("wd"))
     g.add_argument("--label-smoothing", type=float, default=0.1)
     g.add_argument("--mixup", type=float, default=0.0, help="mixup alpha; 0 disables it")
     g.add_argument("--loss-scale", default=None,

@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
-# SSD320 v1.2 (ResNet-50 v1.5 + FPN, focal loss) on 1 GPU(s), batch 32 per GPU, float16 with float32 master
-# weights and dynamic loss scaling.
-# NVIDIA's recipe: 12,500 steps, SGD momentum 0.9, lr 0.16 per 256 images (scaled with the
-# global batch), 1,000 warm-up steps from 0.0693312, cosine decay; weight decay 4e-4 (the L2
-# weight of TensorFlow's config for this model family) not on BatchNorm and biases; COCO 2017.
+# SSD320 v1.2 (ResNet-50 v1.5 + FPN, focal loss) on 1 GPU(s), batch 32 per GPU, float16 with float32
+# master weights and dynamic loss scaling.
+# NVIDIA's recipe, the detection task's defaults (engine/options.py): 12,500 steps, SGD momentum
+# 0.9, lr 0.16 per 256 images (scaled with the global batch), 1,000 warm-up steps from
+# 0.0693312, cosine decay, 320x320; COCO 2017 in its own layout.
 #   ./examples/SSD320_FP16_1GPU.sh --data-root /data/coco2017 [--backbone-weights CKPT] [flags]
-cd "$(dirname "$0")/.." && exec ./runner -n 1 -b 32 --dtype float16 --arch ssd320_resnet50_fpn \
-  --image-shape 3,320,320 --num-steps 12500 --epoch-steps 1250 --lr 0.16 --momentum 0.9 \
-  --wd 4e-4 --warmup-steps 1000 --warmup-begin-lr 0.0693312 --lr-schedule cosine "$@"
+cd "$(dirname "$0")/.." && exec ./runner -n 1 -b 32 --dtype float16 --arch ssd320_resnet50_fpn "$@"

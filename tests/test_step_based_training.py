@@ -56,3 +56,22 @@ def test_num_steps_ends_the_run_at_that_step_with_short_last_epoch(tiny_dataset,
     # Each loss by name, and the total is their sum (one loss for classification).
     assert all(r["losses"].keys() == {"xent"} for r in steps + epochs)
     assert all(r["losses"]["xent"] == pytest.approx(r["loss"]) for r in steps + epochs)
+
+
+def test_the_task_of_arch_chooses_the_recipe_defaults():
+    """`--arch ssd320_resnet50_fpn` alone is NVIDIA's SSD320 v1.2 recipe; the classifier keeps
+    its own; a flag given on the command line wins over both."""
+    import train
+    ssd = train.parse_args(["--arch", "ssd320_resnet50_fpn"])
+    assert (ssd.batch_size, ssd.image_shape, ssd.num_steps, ssd.warmup_steps) == \
+        (32, (3, 320, 320), 12500, 1000)
+    assert (ssd.lr, ssd.momentum, ssd.wd, ssd.warmup_begin_lr) == (0.16, 0.9, 4e-4, 0.0693312)
+    # 8 workers x 32 = 256 images a step: the rates are the recipe's own.
+    schedule = train.lr_schedule(ssd, train.scaled_learning_rate(ssd.lr, 256), steps=1250)
+    assert schedule(0) == pytest.approx(0.0693312) and schedule(1000) == pytest.approx(0.16)
+    assert schedule(12500) == pytest.approx(0.0, abs=1e-9)
+    rn50 = train.parse_args([])
+    assert (rn50.batch_size, rn50.image_shape, rn50.lr, rn50.num_steps) == \
+        (208, (3, 224, 224), 0.256, None)
+    given = train.parse_args(["--arch", "ssd320_resnet18_fpn", "-b", "8", "--lr", "0.01"])
+    assert (given.batch_size, given.lr, given.num_steps) == (8, 0.01, 12500)
