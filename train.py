@@ -197,9 +197,9 @@ def training_length(args, steps):
 def lr_schedule(args, lr, steps):
     """The learning-rate schedule in optimizer steps, from the epoch- or step-based flags;
     `lr` is the scaled peak learning rate."""
-    if not 0 <= args.warmup_begin_lr < args.lr:
-        raise UsageError(f"--warmup-begin-lr {args.warmup_begin_lr} must be at least 0 and "
-                         f"below --lr {args.lr}")
+    if not 0 <= args.warmup_begin_factor < 1:
+        raise UsageError(f"--warmup-begin-factor {args.warmup_begin_factor} must be at least "
+                         f"0 and below 1 (a fraction of the peak learning rate)")
     _, total = training_length(args, steps)
     warmup = (args.warmup_steps if args.warmup_steps is not None
               else int(args.warmup_epochs * steps))
@@ -210,7 +210,7 @@ def lr_schedule(args, lr, steps):
         raise UsageError("--lr-steps / --lr-decay-steps take comma-separated numbers, e.g. "
                          "30,60,80") from None
     return make_step_schedule(args.lr_schedule, lr, total, warmup, decay, args.lr_factor,
-                              lr * args.warmup_begin_lr / args.lr)
+                              lr * args.warmup_begin_factor)
 
 
 def make_loss_scaler(args, dtype):

@@ -16,14 +16,14 @@ TASK_DEFAULTS = {
         "data_root": "/data/imagenet/train-val-recordio-passthrough", "batch_size": 208,
         "image_shape": (3, 224, 224), "lr": 0.256, "momentum": 0.875,
         "wd": 3.0517578125e-05, "num_steps": None, "epoch_steps": None, "warmup_steps": None,
-        "warmup_begin_lr": 0.0},
+        "warmup_begin_factor": 0.0},
     # SSD320 v1.2: 12,500 steps of 32 images per GPU on 8 GPUs, 1,000 warm-up steps from
-    # 0.0693312, cosine decay from 0.16; weight decay 4e-4 is the L2 weight of TensorFlow's
-    # configuration of this model family.
+    # 0.0693312 (a factor 0.43332 of the peak 0.16), cosine decay; weight decay 4e-4 is the L2
+    # weight of TensorFlow's configuration of this model family.
     "detection": {
         "data_root": "/data/coco2017", "batch_size": 32, "image_shape": (3, 320, 320),
         "lr": 0.16, "momentum": 0.9, "wd": 4e-4, "num_steps": 12500, "epoch_steps": 1250,
-        "warmup_steps": 1000, "warmup_begin_lr": 0.0693312},
+        "warmup_steps": 1000, "warmup_begin_factor": 0.0693312 / 0.16},
 }
 
 
@@ -143,9 +143,10 @@ def build_parser(description=None, add_help=True):
     g.add_argument("--warmup-steps", type=int, default=argparse.SUPPRESS,
                    help="warm-up length in steps (overrides --warmup-epochs); "
                         + _by_task("warmup_steps"))
-    g.add_argument("--warmup-begin-lr", type=float, default=argparse.SUPPRESS,
-                   help="learning rate the linear warm-up starts from, per 256 images like "
-                        "--lr (scaled the same way; below --lr); " + _by_task("warmup_begin_lr"))
+    g.add_argument("--warmup-begin-factor", type=float, default=argparse.SUPPRESS,
+                   help="the linear warm-up starts from this fraction of the peak learning "
+                        "rate (0 <= f < 1), so that it follows --lr; "
+                        + _by_task("warmup_begin_factor"))
     g.add_argument("--lr-decay-steps", default=None,
                    help="steps of the step schedule (overrides --lr-steps), e.g. 60000,80000")
     g.add_argument("--momentum", type=float, default=argparse.SUPPRESS,

@@ -1,6 +1,6 @@
 """Step-based recipes (SSD's 12,500 steps with 1,000 warm-up steps): --num-steps ends the run
 at an exact step count whatever the epoch length, --epoch-steps sets the interval of
-evaluation and checkpoints, and the schedule warms up from --warmup-begin-lr over
+evaluation and checkpoints, and the schedule warms up from --warmup-begin-factor over
 --warmup-steps and decays at --lr-decay-steps. The logs carry each of the task's losses."""
 import json
 import os
@@ -31,7 +31,7 @@ def test_num_steps_ends_the_run_at_that_step_with_short_last_epoch(tiny_dataset,
                "--data-root", str(tiny_dataset), "--workspace", str(tmp_path),
                "--arch", "resnet18_v1.5", "--num-classes", "4", "--image-shape", "3,32,32",
                "--batch-size", "8", "--num-steps", "10", "--epoch-steps", "4",
-               "--warmup-steps", "2", "--warmup-begin-lr", "0.05", "--lr", "0.4",
+               "--warmup-steps", "2", "--warmup-begin-factor", "0.125", "--lr", "0.4",
                "--lr-schedule", "step", "--lr-decay-steps", "6", "--lr-factor", "0.5",
                "--data-threads", "1", "--log-interval", "1", "--progress", "off"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
@@ -65,7 +65,8 @@ def test_the_task_of_arch_chooses_the_recipe_defaults():
     ssd = train.parse_args(["--arch", "ssd320_resnet50_fpn"])
     assert (ssd.batch_size, ssd.image_shape, ssd.num_steps, ssd.warmup_steps) == \
         (32, (3, 320, 320), 12500, 1000)
-    assert (ssd.lr, ssd.momentum, ssd.wd, ssd.warmup_begin_lr) == (0.16, 0.9, 4e-4, 0.0693312)
+    assert (ssd.lr, ssd.momentum, ssd.wd) == (0.16, 0.9, 4e-4)
+    assert ssd.lr * ssd.warmup_begin_factor == pytest.approx(0.0693312)
     # 8 workers x 32 = 256 images a step: the rates are the recipe's own.
     schedule = train.lr_schedule(ssd, train.scaled_learning_rate(ssd.lr, 256), steps=1250)
     assert schedule(0) == pytest.approx(0.0693312) and schedule(1000) == pytest.approx(0.16)
@@ -75,3 +76,6 @@ def test_the_task_of_arch_chooses_the_recipe_defaults():
         (208, (3, 224, 224), 0.256, None)
     given = train.parse_args(["--arch", "ssd320_resnet18_fpn", "-b", "8", "--lr", "0.01"])
     assert (given.batch_size, given.lr, given.num_steps) == (8, 0.01, 12500)
+    # The warm-up follows a learning rate given on the command line.
+    low = train.lr_schedule(given, 0.01, steps=10)
+    assert low(0) == pytest.approx(0.01 * 0.0693312 / 0.16) and low(1000) == pytest.approx(0.01)
