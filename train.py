@@ -29,7 +29,7 @@ from engine.distributed import init_distributed
 from engine.files import write_json
 from engine.hooks import CheckpointHook, EvalHook, SyncBatchNormStatsHook
 from engine.logger import LoggerHook
-from engine.options import apply_task_defaults, build_parser
+from engine.options import apply_task_defaults, build_parser, data_splits
 from engine.loop import TrainLoop
 from engine.loss_scaler import LossScaler
 from engine.optimization import (exclude_from_weight_decay, make_step_schedule,
@@ -134,7 +134,7 @@ def detection_setup(args, dist, ctx, device_id, dtype, backend):
 def prepare_coco_splits(args, dist):
     """The COCO splits the mode needs, checked and normalised (data/coco.py) by rank 0 into
     the workspace's cache, then reused by the other workers."""
-    splits = {"train": ["train"], "val": ["val"], "train_val": ["train", "val"]}[args.mode]
+    splits = data_splits(args.mode)
     names = {"train": args.train_split, "val": args.val_split}
     cache = os.path.join(args.workspace, "coco_cache")
 

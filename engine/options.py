@@ -39,6 +39,11 @@ def _shown(value):
     return "none" if value is None else str(value)
 
 
+def data_splits(mode):
+    """The data splits a `--mode` reads: "train", "val" or both."""
+    return {"train": ["train"], "val": ["val"], "train_val": ["train", "val"]}[mode]
+
+
 def apply_task_defaults(args):
     """Fill the by-task flags the command line left out with the defaults of the task of
     `args.arch`; returns `args`."""

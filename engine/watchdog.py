@@ -43,6 +43,7 @@ class StallWatchdog:
         self._lock = threading.Lock()
         self._waits = {}  # token -> (what, start)
         self._next_token = 0
+        self._status_noted = False  # a status file of this worker exists
         if self.timeout > 0:
             threading.Thread(target=self._watch, name="stall-watchdog", daemon=True).start()
 
@@ -61,7 +62,8 @@ class StallWatchdog:
         finally:
             with self._lock:
                 del self._waits[token]
-            self._write_status(None)
+            if self._status_noted:  # a file system call only after a long wait, not per step
+                self._write_status(None)
 
     def _oldest_wait(self):
         with self._lock:
@@ -97,6 +99,7 @@ class StallWatchdog:
         path = os.path.join(self.status_dir, f"rank-{self.rank}.json")
         try:
             if status is None:
+                self._status_noted = False
                 if os.path.exists(path):
                     os.remove(path)
                 return
@@ -104,6 +107,7 @@ class StallWatchdog:
             with open(tmp, "w") as f:
                 json.dump(status, f)
             os.replace(tmp, path)
+            self._status_noted = True
         except OSError:
             pass  # the status is a courtesy for the launcher's message, never a reason to fail
 
