@@ -1,6 +1,8 @@
 # Two commands for a fresh machine (see README.md):
-#   make demo   set everything up, make the demo data set, train ResNet v1.5 on it, evaluate
-#   make test   set everything up, run the test suite
+#   make demo      set everything up, make the demo data set, train ResNet v1.5 on it, evaluate
+#   make test      set everything up, run the test suite
+#   make demo-ssd  after `make demo`: train a small SSD on the demo detection set from that
+#                  classifier, print its COCO summary
 # A second `make setup` finds everything in place and returns in seconds.
 
 PYTHON ?= python3
@@ -10,7 +12,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 DEPS_STAMP := $(VENV)/.deps-installed
 HOROVOD_STAMP := $(VENV)/.horovod-installed
 
-.PHONY: setup ops demo test clean-demo
+.PHONY: setup ops demo demo-ssd test clean-demo
 
 setup: $(HOROVOD_STAMP) ops
 
@@ -39,8 +41,13 @@ ops: $(DEPS_STAMP)
 demo: setup
 	examples/demo.sh demo_data/classification workspace/demo
 
+# examples/CPU_SSD_DEMO.sh: demo detection set -> ./runner (2 CPU workers, SSD from the demo
+# classifier; trains it first when `make demo` has not) -> COCO box AP.
+demo-ssd: setup
+	examples/CPU_SSD_DEMO.sh demo_data/detection workspace/ssd-demo
+
 test: setup
 	$(PY) -m pytest
 
 clean-demo:
-	rm -rf demo_data workspace/demo
+	rm -rf demo_data workspace/demo workspace/ssd-demo

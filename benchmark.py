@@ -8,6 +8,8 @@
     python benchmark.py --make-data demo_data/photos --num-images 1024      # photo-like .rec
     python benchmark.py --loaders --data-root demo_data/photos -b 64         # loaders alone
     python benchmark.py --compare runs/old.json runs/new.json                # ratios b/a
+    python benchmark.py --arch ssd320_resnet50_fpn --data-root /data/coco2017 -b 8  # SSD
+    python benchmark.py --loaders --arch ssd320_resnet50_fpn --data-root DIR -b 8  # vs gluoncv
 
 Training runs the real training path, ./runner (horovodrun + train.py), once per (workers,
 batch) for WARMUP + EPOCHS epochs of ITERATIONS iterations, and reports images/s = global
@@ -15,6 +17,14 @@ batch / mean iteration time of the counted epochs (data wait included), with sca
 one worker. Inference runs in this process on one device (the first GPU, else the CPU), with
 the network hybridized as deployed, and reports images/s and per-batch latency percentiles.
 Without --only-inference/--only-training both run, at the same batch sizes when -b is given.
+
+--arch may name a classifier or a detector (`python train.py -h` lists them); the model's
+task sets the defaults of the data root, input shape, classes and batch sizes (a detector:
+a COCO-layout data root, its own input size, 80 classes for inference, train.py's step-based
+recipe for training). A detector's inference latency includes its post-processing
+(`SSDFPN.detect`: box decoding, class-wise NMS, the best detections), and its synthetic
+training data is one random batch of images with a few boxes each (the classes and epoch
+length come from the data root's COCO json).
 
 Note on -e: here it counts the measured epochs, and -w epochs run before them; NVIDIA's
 tables used `-e 12 -w 4` meaning 12 epochs of which 4 warm-up, which is `-e 8 -w 4` here.
@@ -30,14 +40,25 @@ import os
 import shlex
 import sys
 
-from benchmarking.settings import DEFAULT_DATA_ROOT, Settings
-from engine.cli import image_shape, int_list, non_negative_int, positive_int
+# Passive OpenMP threads, as train.py has them (why: there), before anything imports MXNet.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from benchmarking.settings import DEFAULT_DATA_ROOT, Settings  # noqa: E402
+from engine.cli import image_shape, int_list, non_negative_int, positive_int  # noqa: E402
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_MODEL = "resnet50_v1.5"
 INFERENCE_BATCHES_CPU = [1, 2, 4, 8, 16, 32, 64]
 INFERENCE_BATCHES_GPU = [1, 2, 4, 8, 16, 32, 64, 96, 128, 192, 208]
 TRAINING_BATCHES_CPU = [16, 32]
 TRAINING_BATCHES_GPU = {"float16": [208], "float32": [96]}  # NVIDIA's V100 runs
+# Detection (SSD320 v1.2: batch 32 per GPU); CPU batches stay small, an SSD step being slow.
+DETECTION_INFERENCE_BATCHES_CPU = [1, 2, 4, 8]
+DETECTION_INFERENCE_BATCHES_GPU = [1, 2, 4, 8, 16, 32, 64]
+DETECTION_TRAINING_BATCHES_CPU = [8]
+DETECTION_TRAINING_BATCHES_GPU = {"float16": [32], "float32": [32]}
+DETECTION_LOADER_BATCH = 8
+DETECTION_CLASSES = 80  # COCO's, for inference (training takes the json's)
 
 
 def parse_args(argv):
@@ -52,7 +73,13 @@ def parse_args(argv):
                         "mxnet ImageRecordIter, Gluon DataLoader) on DATA_ROOT/train.rec, and "
                         "the JPEG decode ceiling: E rounds in which each loader in turn is "
                         "started, warmed up (W x I batches in the first round, 4 later) and "
-                        "timed over I batches; batch = the first of -b (default 64)")
+                        "timed over I batches; batch = the first of -b (default 64). With a "
+                        "detection --arch: the project's DALI SSD training pipeline with the "
+                        "training step's anchor targets against gluoncv's SSD data path "
+                        "(SSDDefaultTrainTransform with the same anchors and its target "
+                        "generator, in a Gluon DataLoader with one worker per core) on "
+                        "DATA_ROOT's train2017, at the input size of --image-shape (default "
+                        f"batch {DETECTION_LOADER_BATCH})")
     g.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="print the ratios B/A of images/s and latency of two reports, per "
                         "case, and exit")
@@ -78,9 +105,11 @@ def parse_args(argv):
                    help="cap on the samples of an epoch (all workers together); an epoch "
                         "then has min(I, NUM_EXAMPLES // global batch) iterations")
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", default="resnet50_v1.5",
-                   help="a name of the models registry: resnet18_v1.5 ... resnet152_v1.5 "
-                        "(default resnet50_v1.5)")
+    g.add_argument("--arch", "--model", dest="model", metavar="NAME",
+                   help="a name of the models registry (`python train.py -h` lists them): a "
+                        "classifier, resnet18_v1.5 ... resnet152_v1.5, or a detector, e.g. "
+                        "ssd320_resnet50_fpn, ssd128_resnet18_fpn64; its task sets the "
+                        f"by-task defaults (default {DEFAULT_MODEL})")
     g.add_argument("--dtype", choices=("float32", "float16"),
                    help="float16 (default where MXNet sees a GPU) or float32 (default "
                         "otherwise; float16 needs a GPU)")
@@ -88,20 +117,28 @@ def parse_args(argv):
                    default="synthetic",
                    help="synthetic (default: one fixed batch on the device, compute alone) or "
                         "real data from DATA_ROOT: training reads train.rec, inference "
-                        "val.rec, and the data time counts")
-    g.add_argument("--data-root", default=DEFAULT_DATA_ROOT,
-                   help=f"folder with train.rec/.idx and val.rec/.idx (default "
-                        f"{DEFAULT_DATA_ROOT})")
-    g.add_argument("--image-shape", type=image_shape, default=(3, 224, 224),
-                   help="network input C,H,W (default 3,224,224); --loaders crops H,W")
+                        "val.rec, and the data time counts (detection: train2017 and "
+                        "val2017; its synthetic training batch still takes the classes and "
+                        "epoch length from DATA_ROOT's json)")
+    g.add_argument("--data-root",
+                   help=f"classification: folder with train.rec/.idx and val.rec/.idx "
+                        f"(default {DEFAULT_DATA_ROOT}); detection: a COCO-layout folder, "
+                        f"annotations/instances_{{train,val}}2017.json with train2017/ and "
+                        f"val2017/ (default: train.py's, `./runner -h`)")
+    g.add_argument("--image-shape", type=image_shape,
+                   help="network input C,H,W (default 3,224,224; a detector's own input "
+                        "size, e.g. 3,320,320 for ssd320_*); --loaders crops H,W")
     g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW",
                    help="NHWC is faster with float16 on Tensor Core GPUs (default NCHW)")
-    g.add_argument("--num-classes", type=positive_int, default=1000, help="default 1000")
+    g.add_argument("--num-classes", type=positive_int,
+                   help=f"default 1000; a detector's inference: {DETECTION_CLASSES} (COCO's), "
+                        f"its training takes the classes of the COCO json")
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output",
                    help="JSON report; the plot goes next to it as .png and the runs' logs "
                         "into <name>-logs/ (default runs/benchmark.json, runs/loaders.json "
-                        "for --loaders)")
+                        "for --loaders, runs/detection_loaders.json for --loaders with a "
+                        "detector)")
     g.add_argument("--verbose", action="store_true",
                    help="echo all output of the training runs, not only epoch summaries")
     g.add_argument("--runner", default=os.path.join(_HERE, "runner"), help=argparse.SUPPRESS)
@@ -122,10 +159,57 @@ def main(argv=None):
     if args.compare:
         return compare_reports(*args.compare)
     if args.make_data:
-        return make_data(args.make_data, args.num_images, args.num_classes)
+        return make_data(args.make_data, args.num_images, args.num_classes or 1000)
+    # Looking --arch up imports MXNet, which sizes its thread pool then; the classifier's
+    # loader comparison (no --arch) leaves MXNet's threads and its import alone.
+    runner_env, threads = (_mxnet_threads(_cores()) if not args.loaders or args.model
+                           else (None, None))
+    try:
+        resolve_task_defaults(args)
+    except ValueError as error:  # an unknown --arch: the message lists the valid names
+        print(f"benchmark.py: error: --arch: {error}", file=sys.stderr)
+        return 2
     if args.loaders:
+        if args.task == "detection":
+            return run_detection_loaders(args, command, threads)
         return run_loaders(args, command)
-    return run_sweeps(args, runner_args, command)
+    return run_sweeps(args, runner_args, command, runner_env, threads)
+
+
+def resolve_task_defaults(args):
+    """Fill in the model and the flags whose defaults follow its task (``args.task``).
+
+    Without --arch this imports nothing (the loader comparison runs where MXNet does not);
+    a name given is looked up in the registry.
+
+    Raises
+    ------
+    ValueError
+        For a name the registry does not know; the message lists the valid names.
+    """
+    if args.model is None:
+        args.model, args.task = DEFAULT_MODEL, "classification"
+    else:
+        import models
+        args.task = models.model_task(args.model)
+    if args.task == "detection":
+        from engine.options import TASK_DEFAULTS
+        defaults = dict(data_root=TASK_DEFAULTS["detection"]["data_root"],
+                        image_shape=(3,) + _input_size(args.model),
+                        num_classes=DETECTION_CLASSES)
+    else:
+        defaults = dict(data_root=DEFAULT_DATA_ROOT, image_shape=(3, 224, 224),
+                        num_classes=1000)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def _input_size(model):
+    """(height, width) a detector of the registry is built for."""
+    import models
+    return tuple(models.get_model(model, classes=1).image_size)
 
 
 def compare_reports(old_path, new_path):
@@ -163,16 +247,8 @@ def run_loaders(args, command):
                     f"{cores} threads each; {args.epochs} rounds of {args.iterations} timed "
                     f"batches, loaders taking turns ({warmup} warm-up batches first)")
 
-    def on_result(row):
-        what = (f"{row['img_per_s']:.1f} img/s ({row['note']})" if row["status"] == "ok"
-                else f"{row['status']}: {row.get('note') or row.get('error')}")
-        say(sys.stderr, f"    {row['loader']}: {what}")
-
-    def on_round(name, round_number, rounds, img_per_s):
-        say(sys.stderr, f"    round {round_number + 1}/{rounds} {name}: {img_per_s:.1f} img/s")
-
     rows = loaders.compare_loaders(args.data_root, batch, crop, cores, warmup, args.iterations,
-                                   args.epochs, on_result=on_result, on_round=on_round)
+                                   args.epochs, on_result=_say_loader, on_round=_say_round)
     info = machine.machine_info()
     report = build_report("loaders", rows, info, command,
                           device=machine.device_description(info, 0),
@@ -187,26 +263,87 @@ def run_loaders(args, command):
     return 1 if report["failed"] else 0
 
 
-def run_sweeps(args, runner_args, command):
+def run_detection_loaders(args, command, threads):
+    from benchmarking import detection_loaders, machine
+    from benchmarking.report import build_report, format_report
+    from benchmarking.sweep import say
+    from engine.files import write_json
+    from models.ssd import retinanet_anchors
+    problem = _missing_coco(args.data_root, [detection_loaders.TRAIN_SPLIT])
+    if problem:
+        print(f"benchmark.py: error: the SSD data paths read a COCO-layout --data-root: "
+              f"{problem}", file=sys.stderr)
+        return 2
+    _, height, width = args.image_shape
+    if height != width:
+        print(f"benchmark.py: error: SSD takes a square input; got --image-shape "
+              f"{','.join(map(str, args.image_shape))}", file=sys.stderr)
+        return 2
+    load_at_start = _warn_if_busy(machine)
+    batch = (args.batch_sizes or [DETECTION_LOADER_BATCH])[0]
+    cores = machine.cpu_cores()
+    warmup = args.warmup * args.iterations
+    anchors = len(retinanet_anchors(height))
+    say(sys.stderr, f"SSD training data on {args.data_root}: batch {batch}, {height}x{width}, "
+                    f"{anchors} anchors, {cores} DALI threads / gluoncv workers, "
+                    f"{threads} MXNet threads; {args.epochs} rounds of {args.iterations} "
+                    f"timed batches, loaders taking turns ({warmup} warm-up batches first)")
+    rows = detection_loaders.compare_detection_loaders(
+        args.data_root, batch, height, cores, warmup, args.iterations, args.epochs,
+        on_result=_say_loader, on_round=_say_round)
+    info = machine.machine_info()
+    report = build_report("detection-loaders", rows, info, command,
+                          device=machine.device_description(info, 0),
+                          data_root=os.path.abspath(args.data_root), batch_size=batch,
+                          image_size=height, anchors=anchors, threads=cores,
+                          mxnet_threads=threads, warmup_batches=warmup, rounds=args.epochs,
+                          round_batches=args.iterations, load_average_at_start=load_at_start)
+    output = args.output or os.path.join("runs", "detection_loaders.json")
+    write_json(output, report)
+    print(format_report(report))
+    print(f"\nreport: {output}")
+    return 1 if report["failed"] else 0
+
+
+def _say_loader(row):
+    from benchmarking.sweep import say
+    what = (f"{row['img_per_s']:.1f} img/s ({row['note']})" if row["status"] == "ok"
+            else f"{row['status']}: {row.get('note') or row.get('error')}")
+    say(sys.stderr, f"    {row['loader']}: {what}")
+
+
+def _say_round(name, round_number, rounds, img_per_s):
+    from benchmarking.sweep import say
+    say(sys.stderr, f"    round {round_number + 1}/{rounds} {name}: {img_per_s:.1f} img/s")
+
+
+def _cores():
+    from benchmarking.machine import cpu_cores
+    return cpu_cores()
+
+
+def run_sweeps(args, runner_args, command, runner_env, threads):
     from benchmarking import machine
-    runner_env, threads = _mxnet_threads(machine.cpu_cores())
     import mxnet as mx
-    import models
     from benchmarking.report import build_report, format_report, plot
     from engine.files import write_json
     from benchmarking.stats import add_scaling
-    if args.model not in models.list_models("classification"):
-        print(f"benchmark.py: error: unknown --model {args.model!r}; valid names: "
-              f"{', '.join(models.list_models('classification'))}", file=sys.stderr)
-        return 2
     gpus = mx.context.num_gpus()
+    detection = args.task == "detection"
+    if detection:
+        problem = _check_detection_data(args, runner_args)
+        if problem:
+            print(f"benchmark.py: error: {problem}", file=sys.stderr)
+            return 2
     load_at_start = _warn_if_busy(machine)
-    settings = Settings(model=args.model, dtype=args.dtype or ("float16" if gpus else "float32"),
+    settings = Settings(model=args.model, task=args.task,
+                        dtype=args.dtype or ("float16" if gpus else "float32"),
                         data_backend=args.data_backend, data_root=args.data_root,
                         image_shape=args.image_shape, iterations=args.iterations,
                         epochs=args.epochs, warmup=args.warmup, num_examples=args.num_examples,
                         layout=args.layout, num_classes=args.num_classes,
-                        runner_args=tuple(runner_args))
+                        runner_args=tuple(runner_args),
+                        detect_options=_detect_options() if detection else {})
     output = args.output or os.path.join("runs", "benchmark.json")
     stem = os.path.splitext(output)[0]
     rows, interrupted = [], False
@@ -219,12 +356,17 @@ def run_sweeps(args, runner_args, command):
     kind = [m for m, skip in (("training", args.only_inference),
                               ("inference", args.only_training)) if not skip]
     info = machine.machine_info()
+    extra = {}
+    if detection and not args.only_training:
+        extra["inference_includes"] = (
+            "post-processing included: SSDFPN.detect (box decoding, class-wise NMS; "
+            + ", ".join(f"{k} {v}" for k, v in settings.detect_options.items()) + ")")
     report = build_report("+".join(kind), add_scaling(rows), info, command,
-                          model=settings.model, dtype=settings.dtype,
+                          model=settings.model, task=settings.task, dtype=settings.dtype,
                           device=machine.device_description(info, gpus),
                           data_backend=settings.data_backend, settings=settings.as_dict(),
                           inference_threads=threads, load_average_at_start=load_at_start,
-                          interrupted=interrupted)
+                          interrupted=interrupted, **extra)
     write_json(output, report)
     print(format_report(report))
     print(f"\nreport: {output}")
@@ -236,12 +378,59 @@ def run_sweeps(args, runner_args, command):
     return 130 if interrupted else 1 if report["failed"] else 0
 
 
+def _check_detection_data(args, runner_args):
+    """What a detection sweep lacks in its COCO data root, or None. Training reads the
+    training split (synthetic data too: its classes and epoch length), inference on real
+    data val2017."""
+    if not args.only_inference:
+        problem = _missing_coco(args.data_root, [_flag_value(runner_args, "--train-split",
+                                                             "train2017")])
+        if problem:
+            return (f"detection training reads a COCO-layout --data-root, synthetic data "
+                    f"too (the classes and epoch length come from its json): {problem}")
+    if not args.only_training and args.data_backend != "synthetic":
+        problem = _missing_coco(args.data_root, ["val2017"])
+        if problem:
+            return f"detection inference on real data reads val2017: {problem}"
+    return None
+
+
+def _missing_coco(data_root, splits):
+    """What `data_root` lacks of the COCO splits `splits` (and how to make a set), or None."""
+    from data.coco import CocoError, coco_split_paths
+    try:
+        for split in splits:
+            coco_split_paths(data_root, split)
+    except CocoError as error:
+        return f"{error}; make a demo set with `python -m data.demo detection --out DIR`"
+    return None
+
+
+def _flag_value(argv, flag, default):
+    """The value of `flag` in the pass-through flags `argv` ("--flag V" or "--flag=V")."""
+    value = default
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def _detect_options():
+    """train.py's defaults of the detection post-processing flags (the recipe's)."""
+    from engine.options import build_parser
+    parser = build_parser(add_help=False)
+    return {"score_thresh": parser.get_default("score_threshold"),
+            "nms_thresh": parser.get_default("nms_threshold"),
+            "max_detections": parser.get_default("max_detections")}
+
+
 def _sweep_cases(args, settings, gpus, log_dir, runner_env):
     """Result rows of the training sweep, then of the inference sweep, as they come."""
     from benchmarking.sweep import inference_sweep, training_sweep
     if not args.only_inference:
-        batches = args.batch_sizes or (TRAINING_BATCHES_GPU[settings.dtype] if gpus
-                                       else TRAINING_BATCHES_CPU)
+        batches = args.batch_sizes or _default_batches("training", settings, gpus)
         yield from training_sweep(settings, args.num_workers, batches, log_dir, args.runner,
                                   verbose=args.verbose, env=runner_env)
     if not args.only_training:
@@ -249,13 +438,26 @@ def _sweep_cases(args, settings, gpus, log_dir, runner_env):
         if ignored:
             print(f"benchmark.py: inference runs in this process on one device; "
                   f"{' '.join(ignored)} only apply to training", file=sys.stderr)
-        batches = args.batch_sizes or (INFERENCE_BATCHES_GPU if gpus else
-                                       INFERENCE_BATCHES_CPU)
+        batches = args.batch_sizes or _default_batches("inference", settings, gpus)
         yield from inference_sweep(settings, batches)
 
 
+def _default_batches(mode, settings, gpus):
+    """The batch sizes swept when -b is not given, by mode, task and device."""
+    detection = settings.detection
+    if mode == "training":
+        if gpus:
+            table = DETECTION_TRAINING_BATCHES_GPU if detection else TRAINING_BATCHES_GPU
+            return table[settings.dtype]
+        return DETECTION_TRAINING_BATCHES_CPU if detection else TRAINING_BATCHES_CPU
+    if gpus:
+        return DETECTION_INFERENCE_BATCHES_GPU if detection else INFERENCE_BATCHES_GPU
+    return DETECTION_INFERENCE_BATCHES_CPU if detection else INFERENCE_BATCHES_CPU
+
+
 def _mxnet_threads(cores):
-    """Let this process's MXNet (inference) compute on every core.
+    """Let this process's MXNet (inference, the detection loaders' targets) compute on every
+    core.
 
     Without OMP_NUM_THREADS, MXNet takes half the cores on x86, assuming the other half are
     hyper-threads (on a 2-vCPU machine that halves inference speed). The variable must be set

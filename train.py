@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Train and evaluate ResNet v1.5 image classifiers with DALI data and Horovod.
+"""Train and evaluate ResNet v1.5 classifiers and SSD-FPN detectors with DALI data and Horovod.
 
-One process per worker; `./runner -n N` starts N of them through horovodrun (a single process
-also works on its own). Modes: `train`, `val` (evaluate a checkpoint) and `train_val`
-(evaluate after every epoch). Everything a run writes goes to `--workspace`: `config.json`,
-`log.jsonl` and `train.log`, `checkpoints/epoch-NNNN/`, and `<model-prefix>-symbol.json` /
-`-NNNN.params` for deployment.
+One process per worker; `./runner -n N` starts N of them (a single process also works on its
+own); the task follows from `--arch`. Modes: `train`, `val` (evaluate a checkpoint) and
+`train_val` (evaluate after every epoch). Everything a run writes goes to `--workspace`:
+`config.json`, `log.jsonl` and `train.log`, `checkpoints/epoch-NNNN/`, `bbox.json`
+(detection), and `<model-prefix>-symbol.json` / `-NNNN.params` for deployment.
+
+Exit status: 0 done; 2 a usage, data or checkpoint error (the message says what to change);
+3 training diverged (the loss became NaN or infinite); 75 a worker waited on the others for
+longer than --stall-timeout.
 """
 import logging
 import os
@@ -17,6 +21,10 @@ from typing import Callable
 # worker gets its share of all cores instead (horovodrun says how many workers share a host).
 _WORKERS_HERE = int(os.environ.get("HOROVOD_LOCAL_SIZE", "1"))
 os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS_HERE)))
+# GNU OpenMP's threads spin at every barrier by default, taking the cores DALI's threads need:
+# measured on 2 cores, SSD training on real data ran at 0.24x of synthetic data with spinning
+# threads and at 1.02x with passive ones (benchmarking/notes/ssd.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import mxnet as mx  # noqa: E402
 
@@ -30,7 +38,7 @@ from engine.files import write_json
 from engine.hooks import CheckpointHook, EvalHook, SyncBatchNormStatsHook
 from engine.logger import LoggerHook
 from engine.options import apply_task_defaults, build_parser, data_splits
-from engine.loop import TrainLoop
+from engine.loop import EXIT_DIVERGED, TrainingDiverged, TrainLoop
 from engine.loss_scaler import LossScaler
 from engine.optimization import (exclude_from_weight_decay, make_step_schedule,
                                  scaled_learning_rate, sgd_params)
@@ -116,19 +124,16 @@ def detection_setup(args, dist, ctx, device_id, dtype, backend):
     # Load the ops/ library (targets, decoding) now: mx.library.load once training has
     # started dies of SIGFPE (seen: from encode_targets in the first step).
     import ops  # noqa: F401
-    cfg = CocoLoaderConfig(
-        backend=backend, batch_size=args.batch_size, image_size=height, dtype=dtype,
-        layout=args.layout, rank=dist.rank, world_size=dist.size, device_id=device_id,
-        num_threads=_data_threads(args, dist), seed=args.seed,
-        hw_decoder_load=args.hw_decoder_load, max_boxes=args.max_boxes,
-        max_crowd_boxes=args.max_crowd_boxes)
+    cfg = CocoLoaderConfig(image_size=height, max_boxes=args.max_boxes,
+                           **worker_data(args, dist, device_id, dtype, backend))
     any_split = next(iter(datasets.values()))
     return Setup(any_split.num_classes, {"image_size": height},
                  lambda split, state=None: build_coco_loader(cfg, datasets[split], split, state),
-                 lambda net: SSDTask(ctx, height, net.anchors(height, ctx), datasets.get("val"),
+                 lambda net: SSDTask(ctx, height, net.anchors(height, ctx),
+                                     any_split.crowd_label, datasets.get("val"),
                                      args.workspace if dist.is_main else None,
                                      args.score_threshold, args.nms_threshold,
-                                     args.max_detections))
+                                     args.max_detections, dist))
 
 
 def prepare_coco_splits(args, dist):
@@ -162,17 +167,22 @@ def _data_threads(args, dist):
     return args.data_threads or max(1, (os.cpu_count() or 1) // dist.local_size)
 
 
+def worker_data(args, dist, device_id, dtype, backend):
+    """The `data.loaders.WorkerDataConfig` fields of this worker, as keyword arguments."""
+    return dict(backend=backend, batch_size=args.batch_size, dtype=dtype, layout=args.layout,
+                rank=dist.rank, world_size=dist.size, device_id=device_id,
+                num_threads=_data_threads(args, dist), seed=args.seed,
+                hw_decoder_load=args.hw_decoder_load)
+
+
 def loader_config(args, dist, device_id, dtype, backend):
-    threads = _data_threads(args, dist)
     return LoaderConfig(
-        backend=backend, data_root=args.data_root, batch_size=args.batch_size,
-        image_shape=args.image_shape, dtype=dtype, layout=args.layout, rank=dist.rank,
-        world_size=dist.size, device_id=device_id, num_threads=threads, seed=args.seed,
+        data_root=args.data_root, image_shape=args.image_shape,
         random_area=(args.min_random_area, args.max_random_area),
         random_aspect_ratio=(args.min_random_aspect_ratio, args.max_random_aspect_ratio),
-        resize_shorter=args.resize_shorter, hw_decoder_load=args.hw_decoder_load,
-        pad_channels=args.pad_channels, num_classes=args.num_classes,
-        num_examples=args.num_examples)
+        resize_shorter=args.resize_shorter, pad_channels=args.pad_channels,
+        num_classes=args.num_classes, num_examples=args.num_examples,
+        **worker_data(args, dist, device_id, dtype, backend))
 
 
 def steps_per_epoch(args, dist, train_loader):
@@ -307,6 +317,9 @@ def main(argv=None):
     except (UsageError, DataError, CheckpointError) as error:
         log.error("%s", error)
         return 2
+    except TrainingDiverged as error:
+        log.error("%s", error)
+        return EXIT_DIVERGED
     if dist.is_main:
         _report(args, task, metrics)
     dist.finish()

@@ -5,8 +5,11 @@ module             what it measures or does
 =================  ======================================================================
 ``training``       one (workers, batch) training run through ``./runner``, read from the
                    run's ``log.jsonl``
-``inference``      one batch size of hybridized forward passes, in this process
+``inference``      one batch size of hybridized forward passes (a detector's with its
+                   post-processing), in this process
 ``loaders``        the data pipelines alone, side by side, and the JPEG decode ceiling
+``detection_``     the SSD training data path alone: the DALI pipeline with the training
+``loaders``        step's anchor targets against gluoncv's SSD data path
 ``sweep``          loops over the cases, prints progress, records what failed and goes on
 ``stats``          the arithmetic: percentiles, images/s, epoch weighting, scaling
 ``report``         the JSON report, the printed tables, ``--compare`` and the plot
@@ -15,6 +18,6 @@ module             what it measures or does
 ``photos``         photo-like JPEGs in a RecordIO file, for loader and real-data runs
 =================  ======================================================================
 
-Only ``inference`` imports MXNet at module level, so ``benchmark.py --loaders`` and
-``--make-data`` also run where DALI is installed but MXNet is not.
+Only ``inference`` imports MXNet at module level, so ``benchmark.py --loaders`` (without a
+detection ``--arch``) and ``--make-data`` also run where DALI is installed but MXNet is not.
 """

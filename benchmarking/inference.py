@@ -5,8 +5,14 @@ The network is built from the models registry, initialised, cast and hybridized 
 (with real data) take the next batch from the loader, run the forward pass, and wait for its
 output, so each latency is what a caller waits for that batch ("Total IPS" in NVIDIA's
 tables: data time included). With synthetic data the input is one fixed array on the device.
+
+A detector's forward pass is `models.ssd.SSDFPN.detect`, post-processing included: the
+network, then box decoding, class-wise NMS and the top detections (the options of
+`Settings.detect_options`). Its cost does not depend on the weights: the best 1,000
+(anchor, class) scores of each image go through NMS whatever they are.
 """
 import gc
+import tempfile
 import time
 
 import mxnet as mx
@@ -38,7 +44,19 @@ def build_network(model, num_classes, layout, image_shape, dtype, ctx):
         models.check_device_support(dtype, layout, gpus=int(ctx.device_type == "gpu"))
     except ValueError as error:
         raise InferenceError(str(error)) from None
-    return models.build_network(model, num_classes, layout, image_shape, dtype, ctx)
+    extra = {}
+    if models.model_task(model) == "detection":
+        import ops  # noqa: F401  (load the ops/ library before MXNet runs: see train.py)
+        extra["image_size"] = tuple(image_shape[1:])
+    return models.build_network(model, num_classes, layout, image_shape, dtype, ctx, **extra)
+
+
+def forward_function(net, settings):
+    """What one timed call runs: the network (classification), or `SSDFPN.detect` with its
+    post-processing (detection). Takes a batch, returns an NDArray to wait for."""
+    if settings.detection:
+        return lambda data: net.detect(data, **settings.detect_options)
+    return net
 
 
 def _input_shape(batch_size, image_shape, layout):
@@ -60,14 +78,37 @@ def real_inputs(settings, batch_size, ctx):
     The partial last batch of each pass is skipped (its fetch time falls into the next
     timed batch).
     """
+    if settings.detection:
+        yield from _coco_inputs(settings, batch_size, ctx)
+        return
     from data.loaders import LoaderConfig, build_loader
     config = LoaderConfig(
         backend=settings.data_backend, data_root=settings.data_root, batch_size=batch_size,
         image_shape=tuple(settings.image_shape), dtype=settings.dtype, layout=settings.layout,
-        device_id=ctx.device_id if ctx.device_type == "gpu" else None, num_threads=cpu_cores(),
-        num_classes=settings.num_classes)
-    batches = endless(build_loader(config, "val"),
-                      keep=lambda batch: batch["data"].shape[0] == batch_size,
+        device_id=_device_id(ctx), num_threads=cpu_cores(), num_classes=settings.num_classes)
+    yield from _full_batches(build_loader(config, "val"), settings, batch_size, ctx)
+
+
+def _coco_inputs(settings, batch_size, ctx, split="val2017"):
+    """The evaluation pipeline's batches of the COCO split `split` (resized, not cropped),
+    its normalised json made in a temporary folder."""
+    from data.coco import CocoError, prepare_coco
+    from data.coco_loaders import CocoLoaderConfig, build_coco_loader
+    with tempfile.TemporaryDirectory(prefix="benchmark-coco-") as cache:
+        try:
+            dataset = prepare_coco(settings.data_root, split, cache)
+        except CocoError as error:
+            raise InferenceError(str(error)) from None
+        config = CocoLoaderConfig(
+            backend=settings.data_backend, batch_size=batch_size,
+            image_size=settings.image_shape[1], dtype=settings.dtype, layout=settings.layout,
+            device_id=_device_id(ctx), num_threads=cpu_cores())
+        yield from _full_batches(build_coco_loader(config, dataset, "val"), settings,
+                                 batch_size, ctx)
+
+
+def _full_batches(loader, settings, batch_size, ctx):
+    batches = endless(loader, keep=lambda batch: batch["data"].shape[0] == batch_size,
                       no_data=f"the validation set of {settings.data_root} holds fewer than "
                               f"one batch of {batch_size} images", error=InferenceError)
     for batch in batches:
@@ -75,12 +116,17 @@ def real_inputs(settings, batch_size, ctx):
         yield batch["data"].as_in_context(ctx)
 
 
-def time_batches(net, inputs, count):
-    """Per-batch latencies in seconds of `count` forward passes over `inputs`."""
+def _device_id(ctx):
+    return ctx.device_id if ctx.device_type == "gpu" else None
+
+
+def time_batches(forward, inputs, count):
+    """Per-batch latencies in seconds of `count` calls of `forward` (a network, or
+    `forward_function`'s) over `inputs`."""
     latencies = []
     for _ in range(count):
         start = time.perf_counter()
-        net(next(inputs)).wait_to_read()
+        forward(next(inputs)).wait_to_read()
         latencies.append(time.perf_counter() - start)
     return latencies
 
@@ -119,16 +165,17 @@ def run_inference_case(settings, batch_size, on_epoch=None):
     ctx = inference_context()
     net = build_network(settings.model, settings.num_classes, settings.layout,
                         settings.image_shape, settings.dtype, ctx)
+    forward = forward_function(net, settings)
     inputs = None
     try:
         inputs = (real_inputs(settings, batch_size, ctx) if settings.real_data else
                   synthetic_inputs(batch_size, settings.image_shape, settings.layout,
                                    settings.dtype, ctx))
-        time_batches(net, inputs, 1)
+        time_batches(forward, inputs, 1)
         latencies, epoch_rates, cpu_seconds, wall_seconds = [], [], 0.0, 0.0
         for epoch in range(settings.warmup + settings.epochs):
             cpu_start, wall_start = time.process_time(), time.perf_counter()
-            epoch_latencies = time_batches(net, inputs, iterations)
+            epoch_latencies = time_batches(forward, inputs, iterations)
             rate = images_per_second(batch_size, epoch_latencies)
             counted = epoch >= settings.warmup
             if counted:
@@ -139,7 +186,7 @@ def run_inference_case(settings, batch_size, on_epoch=None):
             if on_epoch is not None:
                 on_epoch(epoch, settings.warmup + settings.epochs, rate, not counted)
     finally:
-        del net, inputs  # free the device memory before the next batch size
+        del net, forward, inputs  # free the device memory before the next batch size
         gc.collect()
         mx.nd.waitall()
     return {"img_per_s": images_per_second(batch_size, latencies),

@@ -23,6 +23,7 @@ process per core. DALI decodes only the crop's region, so it can exceed that "ce
 Where MXNet cannot be imported (a GPU machine with DALI alone), the DALI pipelines are timed
 on their own outputs and the MXNet loaders are skipped.
 """
+import functools
 import gc
 import math
 import multiprocessing
@@ -145,12 +146,14 @@ def gluon_batches(data_root, batch_size, crop, threads):
 
 
 def finish(batch):
-    """Wait until `batch` is computed: read one value of it back to the host."""
-    data = batch["data"]
-    if hasattr(data, "asnumpy"):  # MXNet NDArray (CPU or GPU)
-        data[0:1].asnumpy()
-    elif hasattr(data, "as_cpu"):  # DALI GPU output: a copy to the host waits for it
-        data.as_cpu()
+    """Wait until `batch` is computed: read one value of each of its arrays back to the
+    host (MXNet computes asynchronously; a detection batch's targets are computed after its
+    images)."""
+    for value in batch.values():
+        if hasattr(value, "asnumpy"):  # MXNet NDArray (CPU or GPU)
+            value.reshape((-1,))[0:1].asnumpy()
+        elif hasattr(value, "as_cpu"):  # DALI GPU output: a copy to the host waits for it
+            value.as_cpu()
 
 
 def pull(batches, count):
@@ -214,13 +217,7 @@ REWARM_BATCHES = 4
 
 def compare_loaders(data_root, batch_size, crop, threads, warmup_batches, round_batches,
                     rounds, names=LOADERS, on_result=None, on_round=None):
-    """Time the decode ceiling, then the loaders of `names` in turns.
-
-    In each of `rounds` rounds, every loader in turn is started, warmed up (with
-    `warmup_batches` in the first round, `REWARM_BATCHES` later), timed over `round_batches`
-    batches and stopped. Taking turns spreads changes in the machine's load (other
-    processes) over all loaders alike; stopping each after its turn keeps it from preparing
-    batches in the background during the others' turns.
+    """Time the decode ceiling, then the loaders of `names` in turns (`time_in_turns`).
 
     Parameters
     ----------
@@ -248,17 +245,51 @@ def compare_loaders(data_root, batch_size, crop, threads, warmup_batches, round_
     """
     rows = {"decode-ceiling": _ceiling_row(data_root, batch_size, threads)}
     _report(on_result, rows["decode-ceiling"])
-    rows.update({name: {"mode": "loader", "loader": name, "batch_size": batch_size}
-                 for name in names})
-    seconds = {name: 0.0 for name in names}
     # Gluon first in each round: it forks worker processes, best done before DALI starts
     # threads.
-    running = sorted(names, key=lambda n: n != "gluon")
+    starts = {name: functools.partial(_SOURCES[name], data_root, batch_size, crop, threads)
+              for name in sorted(names, key=lambda n: n != "gluon")}
+    timed = time_in_turns(starts, batch_size, warmup_batches, round_batches, rounds,
+                          on_result, on_round)
+    rows.update((name, timed[name]) for name in names)
+    return add_loader_ratios(list(rows.values()))
+
+
+def time_in_turns(starts, batch_size, warmup_batches, round_batches, rounds, on_result=None,
+                  on_round=None):
+    """Time loaders that take turns, round after round.
+
+    In each of `rounds` rounds, every loader in turn is started, warmed up (with
+    `warmup_batches` in the first round, `REWARM_BATCHES` later), timed over `round_batches`
+    batches and stopped. Taking turns spreads changes in the machine's load (other
+    processes) over all loaders alike; stopping each after its turn keeps it from preparing
+    batches in the background during the others' turns.
+
+    Parameters
+    ----------
+    starts : dict
+        Loader name -> a function of no arguments that starts it and returns ``(batches,
+        note)``: an endless generator of batches (closed at the end of the turn) and a note
+        for the report; it raises `LoaderSkipped` where the loader cannot run. Turns follow
+        the dict's order.
+    batch_size, warmup_batches, round_batches, rounds : int
+    on_result, on_round : callable, optional
+        As in `compare_loaders`.
+
+    Returns
+    -------
+    dict
+        Name -> row ``{"mode": "loader", "loader", "batch_size", "status", "img_per_s",
+        "note", "round_img_per_s"}`` (or "error" when it failed).
+    """
+    rows = {name: {"mode": "loader", "loader": name, "batch_size": batch_size}
+            for name in starts}
+    seconds = {name: 0.0 for name in starts}
+    running = list(starts)
     for round_number in range(rounds):
         warmup = warmup_batches if round_number == 0 else min(warmup_batches, REWARM_BATCHES)
         for name in list(running):
-            turn = _turn(name, rows[name], data_root, batch_size, crop, threads, warmup,
-                         round_batches)
+            turn = _turn(rows[name], starts[name], warmup, round_batches)
             if turn is None:  # skipped or failed: the row says why
                 running.remove(name)
                 _report(on_result, rows[name])
@@ -271,7 +302,7 @@ def compare_loaders(data_root, batch_size, crop, threads, warmup_batches, round_
         rows[name].update(status="ok",
                           img_per_s=rounds * round_batches * batch_size / seconds[name])
         _report(on_result, rows[name])
-    return add_loader_ratios(list(rows.values()))
+    return rows
 
 
 def _ceiling_row(data_root, batch_size, threads):
@@ -292,12 +323,12 @@ _SOURCES = {"dali-cpu": lambda *a: dali_batches("dali-cpu", *a),
             "gluon": lambda *a: gluon_batches(*a)}
 
 
-def _turn(name, row, data_root, batch_size, crop, threads, warmup, timed):
-    """Start loader `name`, warm it up, time `timed` batches and stop it: the seconds, or
-    None when it is skipped or fails (`row` then says why)."""
+def _turn(row, start, warmup, timed):
+    """Start a loader, warm it up, time `timed` batches and stop it: the seconds, or None
+    when it is skipped or fails (`row` then says why)."""
     batches = None
     try:
-        batches, row["note"] = _SOURCES[name](data_root, batch_size, crop, threads)
+        batches, row["note"] = start()
         pull(batches, warmup)
         return pull(batches, timed)
     except LoaderSkipped as why:

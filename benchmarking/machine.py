@@ -79,6 +79,18 @@ def package_versions():
     return versions
 
 
+# Environment variables that change CPU figures: MXNet's OpenMP threads and how they wait
+# (libgomp's default spinning costs several times the compute on a shared machine), and
+# its scheduling threads.
+_ENVIRONMENT = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                "MXNET_CPU_WORKER_NTHREADS", "MXNET_ENGINE_TYPE")
+
+
+def thread_environment():
+    """The variables of `_ENVIRONMENT` that are set, with their values."""
+    return {name: os.environ[name] for name in _ENVIRONMENT if name in os.environ}
+
+
 def load_average():
     """The 1-minute load average: runnable processes, to compare with the cores."""
     try:
@@ -101,7 +113,8 @@ def machine_info():
     """Everything above as one dict for the report."""
     return {"hostname": platform.node(), "cpu_model": cpu_model(), "cpu_cores": cpu_cores(),
             "memory_gib": memory_gib(), "gpus": gpu_names(), "python": platform.python_version(),
-            "versions": package_versions(), "load_average": load_average()}
+            "versions": package_versions(), "load_average": load_average(),
+            "environment": thread_environment()}
 
 
 def describe(info):
@@ -110,7 +123,9 @@ def describe(info):
     gpu_text = f"{len(gpus)} x {gpus[0]}" if gpus else "no GPU"
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items()
                          if v and k in ("mxnet", "nvidia-dali", "horovod"))
-    return f"{info['cpu_model']} ({info['cpu_cores']} cores), {gpu_text}; {versions}"
+    environment = " ".join(f"{k}={v}" for k, v in (info.get("environment") or {}).items())
+    return (f"{info['cpu_model']} ({info['cpu_cores']} cores), {gpu_text}; {versions}"
+            + (f"; {environment}" if environment else ""))
 
 
 def device_description(info, gpus):

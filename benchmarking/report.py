@@ -2,15 +2,16 @@
 
 A report is one JSON object::
 
-    {"schema_version": 1, "kind": "training+inference" | "training" | "inference" | "loaders",
-     "created", "command", "model", "dtype", "device", "machine": {...}, "settings": {...},
-     "results": [row, ...], "failed": count}
+    {"schema_version": 1, "kind": "training+inference" | "training" | "inference" | "loaders"
+     | "detection-loaders", "created", "command", "model", "task", "dtype", "device",
+     "machine": {...}, "settings": {...}, "results": [row, ...], "failed": count}
 
 and every row has ``mode`` ("training", "inference" or "loader"), ``batch_size``, ``status``
 ("ok", "failed", "skipped") and, when ok, ``img_per_s``; training rows add ``workers``,
 ``iter_ms``, ``data_wait_ms``, ``speedup`` and ``scaling_efficiency``; inference rows add
-``latency_ms`` {mean, p50, p90, p95, p99}; loader rows add ``loader``,
-``ratio_to_recorditer`` and ``share_of_decode_ceiling``.
+``latency_ms`` {mean, p50, p90, p95, p99} (a detector's with its post-processing, which
+``inference_includes`` names); loader rows add ``loader``, ``ratio_to_recorditer`` and
+``share_of_decode_ceiling`` (classification) or ``ratio_to_gluoncv`` (detection).
 """
 import datetime
 import json
@@ -85,15 +86,19 @@ def format_report(report):
                            r["iterations"]] for r in training]))
     inference = [r for r in ok if r["mode"] == "inference"]
     if inference:
+        includes = (f"; {report['inference_includes']}" if report.get("inference_includes")
+                    else "")
         parts.append("\nInference: images/s = batch / mean latency; latencies in ms; cpu: the "
-                     "share of all cores' time the run got\n" +
+                     f"share of all cores' time the run got{includes}\n" +
                      format_table(["batch", "img/s", "mean"] + [f"p{q}" for q in PERCENTILES] +
                                   ["cpu"],
                                   [[r["batch_size"], r["img_per_s"], r["latency_ms"]["mean"]] +
                                    [r["latency_ms"][f"p{q}"] for q in PERCENTILES] +
                                    [_percent(r.get("cpu_share"))] for r in inference]))
     loaders = [r for r in rows if r["mode"] == "loader"]
-    if loaders:
+    if loaders and report.get("kind") == "detection-loaders":
+        parts.append(_format_detection_loaders(loaders, report))
+    elif loaders:
         parts.append(_format_loaders(loaders))
     problems = [r for r in rows if r.get("status") != "ok" and r["mode"] != "loader"]
     if problems:
@@ -117,6 +122,19 @@ def _format_loaders(rows):
           r.get("note") or f"{r['status']}: {r.get('error', '')}"] for r in rows])
     return (f"\nData loading alone, batch {rows[0]['batch_size']}, same file and "
             f"augmentations\n{table}")
+
+
+def _format_detection_loaders(rows, report):
+    from benchmarking.detection_loaders import DESCRIPTIONS
+    table = format_table(
+        ["loader", "what", "img/s", "x gluoncv", "note"],
+        [[r["loader"], DESCRIPTIONS.get(r["loader"], ""), r.get("img_per_s"),
+          r.get("ratio_to_gluoncv"), r.get("note") or f"{r['status']}: {r.get('error', '')}"]
+         for r in rows])
+    size = report.get("image_size", "?")
+    return (f"\nSSD training data alone (images, boxes and targets of {report.get('anchors', '?')} "
+            f"anchors), batch {rows[0]['batch_size']}, {size}x{size}, same images and cores\n"
+            f"{table}")
 
 
 def _percent(value):

@@ -12,13 +12,17 @@ class Settings:
     Attributes
     ----------
     model : str
-        A name of the models registry (``resnet50_v1.5`` ...).
+        A name of the models registry (``resnet50_v1.5``, ``ssd320_resnet50_fpn`` ...).
+    task : str
+        The model's task: "classification" or "detection" (`models.model_task`).
     dtype : str
         "float32" or "float16" (GPU only).
     data_backend : str
         "synthetic" (compute alone) or a real data backend: "dali-cpu", "dali-gpu", "mxnet".
     data_root : str
-        Folder with train.rec/.idx (training) and val.rec/.idx (inference on real data).
+        Classification: folder with train.rec/.idx (training) and val.rec/.idx (inference on
+        real data). Detection: a COCO-layout folder (training reads train2017, inference on
+        real data val2017; synthetic training takes the classes and epoch length from it).
     image_shape : tuple of int
         Network input (C, H, W).
     iterations : int
@@ -33,11 +37,17 @@ class Settings:
     layout : str
         "NCHW", or "NHWC" (GPU only).
     num_classes : int
+        Classes of the network: classification, and detection inference (object classes;
+        detection training takes those of the COCO json).
     runner_args : tuple of str
         Extra flags for ``./runner`` (and through it train.py), training only.
+    detect_options : dict
+        Keyword arguments of `models.ssd.SSDFPN.detect` for detection inference (score and
+        NMS thresholds, detections kept); empty: its defaults. benchmark.py passes train.py's.
     """
 
     model: str = "resnet50_v1.5"
+    task: str = "classification"
     dtype: str = "float32"
     data_backend: str = "synthetic"
     data_root: str = DEFAULT_DATA_ROOT
@@ -49,6 +59,7 @@ class Settings:
     layout: str = "NCHW"
     num_classes: int = 1000
     runner_args: tuple = field(default_factory=tuple)
+    detect_options: dict = field(default_factory=dict)
 
     def epoch_iterations(self, global_batch):
         """Iterations in one epoch for `global_batch` samples per iteration (0: too few
@@ -56,6 +67,10 @@ class Settings:
         if self.num_examples is None:
             return self.iterations
         return min(self.iterations, self.num_examples // global_batch)
+
+    @property
+    def detection(self):
+        return self.task == "detection"
 
     @property
     def real_data(self):

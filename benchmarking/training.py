@@ -39,17 +39,22 @@ def runner_command(settings, workers, batch_size, workspace, runner=RUNNER):
     """
     global_batch = workers * batch_size
     iterations = settings.epoch_iterations(global_batch)
+    epochs = settings.warmup + settings.epochs
     command = [sys.executable, runner, "-n", str(workers), "-b", str(batch_size),
                "--dtype", settings.dtype, "--mode", "train",
-               "--num-epochs", str(settings.warmup + settings.epochs),
-               "--num-examples", str(iterations * global_batch),
                "--data-backend", settings.data_backend, "--data-root", settings.data_root,
                "--image-shape", ",".join(str(v) for v in settings.image_shape),
                "--workspace", workspace,
                # train.py flags, passed on by the runner:
-               "--arch", settings.model, "--num-classes", str(settings.num_classes),
-               "--layout", settings.layout, "--save-frequency", "0", "--progress", "off",
-               "--log-interval", str(iterations)]
+               "--arch", settings.model, "--layout", settings.layout,
+               "--save-frequency", "0", "--progress", "off", "--log-interval", str(iterations)]
+    if settings.detection:
+        # Detection's recipe is step-based (train.py's task defaults): epochs of I steps,
+        # whatever the size of the data set; the classes come from the COCO json.
+        command += ["--num-steps", str(epochs * iterations), "--epoch-steps", str(iterations)]
+    else:
+        command += ["--num-epochs", str(epochs), "--num-examples", str(iterations * global_batch),
+                    "--num-classes", str(settings.num_classes)]
     return command + list(settings.runner_args)
 
 

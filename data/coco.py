@@ -13,8 +13,9 @@ Both names can be overridden. `prepare_coco` checks them, reads the json, and wr
 - boxes clipped to the image; boxes with no area after clipping dropped;
 - crowd annotations (``iscrowd=1``) kept with the extra category id C+1 (`crowd_label`) and
   listed after the image's other annotations; DALI keeps this order through its reader and
-  ``fn.random_bbox_crop``, so the SSD pipeline splits each sample's boxes into objects and
-  crowd regions with one slice (training ignores anchors that overlap crowd regions);
+  ``fn.random_bbox_crop``, so a sample's rows cut to a fixed count lose crowd regions
+  before objects (training tells them apart by label, and ignores anchors that overlap
+  crowd regions);
 - images the json lists but the disk lacks raise `CocoError`, or are left out and counted.
 
 The normalised file goes into a cache folder given by the caller, named after the source file
@@ -39,7 +40,7 @@ __all__ = ["CategoryMap", "CocoDataset", "CocoError", "coco_split_paths", "load_
 log = logging.getLogger(__name__)
 
 # Bump when the normalised format changes, so that old cache files are not reused.
-NORMALIZED_FORMAT = 1
+NORMALIZED_FORMAT = 2  # 2: stats count rows_per_image
 CROWD_NAME = "crowd"
 MISSING_POLICIES = ("error", "skip")
 
@@ -151,30 +152,25 @@ class CocoDataset:
     def num_images(self):
         return self.stats["images"]
 
-    def check_max_boxes(self, max_boxes, max_crowd_boxes=None):
-        """Count, and log a warning about, images whose objects would be cut to `max_boxes`.
+    def check_max_boxes(self, max_boxes):
+        """Count, and log a warning about, images whose rows (objects, then crowd regions)
+        would be cut to `max_boxes`.
 
         The count is taken from the annotation file, so it is an upper bound: random crops
-        only remove objects.
+        only remove boxes. Crowd regions come after the objects, so they are cut first.
 
         Returns
         -------
         (int, int)
-            Images with more than `max_boxes` objects, and objects beyond `max_boxes` in all.
+            Images with more than `max_boxes` rows, and rows beyond `max_boxes` in all.
         """
-        images, objects = _over(self.stats["objects_per_image"], max_boxes)
+        images, rows = _over(self.stats["rows_per_image"], max_boxes)
         if images:
-            log.warning("%d image(s) of %s hold more than max_boxes=%d objects (up to %d); "
-                        "%d object(s) beyond it are cut from the training targets; raise "
-                        "max_boxes to keep them", images, self.source_file, max_boxes,
-                        self.stats["max_objects_per_image"], objects)
-        if max_crowd_boxes is not None:
-            crowd_images, crowd = _over(self.stats["crowd_per_image"], max_crowd_boxes)
-            if crowd_images:
-                log.warning("%d image(s) of %s hold more than max_crowd_boxes=%d crowd "
-                            "regions; %d are cut", crowd_images, self.source_file,
-                            max_crowd_boxes, crowd)
-        return images, objects
+            log.warning("%d image(s) of %s hold more than max_boxes=%d objects and crowd "
+                        "regions (up to %d); %d beyond it are cut from the training targets "
+                        "(crowd regions first); raise --max-boxes to keep them", images,
+                        self.source_file, max_boxes, self.stats["max_rows_per_image"], rows)
+        return images, rows
 
 
 def _over(histogram, limit):
@@ -289,8 +285,9 @@ def normalize_annotations(doc, source="annotations", drop_images=(), keep_segmen
     (dict, dict)
         The document and ``stats``: ``images``, ``objects``, ``crowd``, ``clipped``,
         ``dropped_zero_area``, ``dropped_unknown_image``, ``empty_images``,
-        ``objects_per_image`` and ``crowd_per_image`` (histograms: count -> images),
-        ``max_objects_per_image``.
+        ``objects_per_image``, ``crowd_per_image`` and ``rows_per_image`` (objects and
+        crowd regions; histograms: count -> images), ``max_objects_per_image``,
+        ``max_rows_per_image``.
     """
     _check_image_entries(doc["images"], source)
     categories = CategoryMap(doc["categories"])
@@ -323,7 +320,9 @@ def normalize_annotations(doc, source="annotations", drop_images=(), keep_segmen
                  empty_images=sum(1 for im in images if not objects[im["id"]]),
                  objects_per_image=_histogram(objects.values()),
                  crowd_per_image=_histogram(crowds.values()),
-                 max_objects_per_image=max(objects.values(), default=0))
+                 rows_per_image=_histogram(objects[i] + crowds[i] for i in objects),
+                 max_objects_per_image=max(objects.values(), default=0),
+                 max_rows_per_image=max((objects[i] + crowds[i] for i in objects), default=0))
     out_categories = [dict(id=i + 1, name=name) for i, name in enumerate(categories.names)]
     out_categories.append(dict(id=crowd_label, name=CROWD_NAME))
     normalized = dict(

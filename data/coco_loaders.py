@@ -1,40 +1,31 @@
 """COCO detection loaders for SSD: the DALI pipelines of `data/coco_pipelines.py` behind the
-loaders' common interface (`data.loaders.DALILoader`: iteration, ``len()``, ``state()``).
+loaders' common interface (`data.loaders.DALILoader`: iteration, ``len()``, ``state()``), and a
+synthetic training batch in the same format.
 
-Training batches are ``{"data", "boxes", "labels", "crowd_boxes"}``; evaluation batches
+Training batches are ``{"data", "boxes", "labels"}``; evaluation batches
 ``{"data", "image_ids", "image_sizes"}`` (see `data/coco_pipelines.py` for shapes and padding).
 """
 from dataclasses import dataclass
 
+import mxnet as mx
+import numpy as np
+
 from data.coco_pipelines import ssd_eval_pipeline, ssd_train_pipeline
 from data.dali_iterator import LastBatchPolicy
-from data.loaders import DALILoader, DataError, dali_checkpoint
+from data.loaders import (DALILoader, DataError, RepeatedBatchLoader, WorkerDataConfig,
+                          dali_checkpoint, device_context, synthetic_images)
 
-TRAIN_OUTPUTS = ("data", "boxes", "labels", "crowd_boxes")
+TRAIN_OUTPUTS = ("data", "boxes", "labels")
 EVAL_OUTPUTS = ("data", "image_ids", "image_sizes")
 
 
 @dataclass
-class CocoLoaderConfig:
-    """What the COCO loaders need, independent of the command line.
-
-    `device_id` is this worker's GPU, or None on CPU; `max_boxes` and `max_crowd_boxes` are the
-    rows objects and crowd regions are padded to (objects beyond are cut, with a count logged
-    by `CocoDataset.check_max_boxes`).
-    """
-    backend: str
-    batch_size: int
+class CocoLoaderConfig(WorkerDataConfig):
+    """The COCO loaders: the worker's settings, the square input side, and `max_boxes`, the
+    number of rows objects and crowd regions are padded to (rows beyond are cut, with a count
+    logged by `CocoDataset.check_max_boxes`)."""
     image_size: int = 320
-    dtype: str = "float32"
-    layout: str = "NCHW"
-    rank: int = 0
-    world_size: int = 1
-    device_id: int = None
-    num_threads: int = 4
-    seed: int = 0
-    hw_decoder_load: float = 0.65
     max_boxes: int = 100
-    max_crowd_boxes: int = 20
 
 
 def build_coco_loader(config, dataset, split, checkpoint=None):
@@ -50,9 +41,11 @@ def build_coco_loader(config, dataset, split, checkpoint=None):
     checkpoint : object, optional
         What `state()` returned when the checkpoint was taken.
     """
+    if config.backend == "synthetic":
+        return SyntheticDetectionLoader(config, dataset, split)
     if config.backend not in ("dali-cpu", "dali-gpu"):
         raise DataError(f"detection data is read by DALI: use --data-backend dali-cpu or "
-                        f"dali-gpu, not {config.backend}")
+                        f"dali-gpu (or synthetic for training), not {config.backend}")
     gpu = config.backend == "dali-gpu"
     if gpu and config.device_id is None:
         raise DataError("--data-backend dali-gpu needs a GPU; use dali-cpu on CPU machines")
@@ -65,10 +58,72 @@ def build_coco_loader(config, dataset, split, checkpoint=None):
                   seed=config.seed + 1000 * config.rank, enable_checkpointing=True,
                   checkpoint=dali_checkpoint(checkpoint))
     if split == "train":
-        dataset.check_max_boxes(config.max_boxes, config.max_crowd_boxes)
-        pipeline = ssd_train_pipeline(max_boxes=config.max_boxes,
-                                      max_crowd_boxes=config.max_crowd_boxes,
-                                      crowd_label=dataset.crowd_label, **common)
+        dataset.check_max_boxes(config.max_boxes)
+        pipeline = ssd_train_pipeline(max_boxes=config.max_boxes, **common)
         return DALILoader(pipeline, TRAIN_OUTPUTS, LastBatchPolicy.DROP)
     pipeline = ssd_eval_pipeline(**common)
     return DALILoader(pipeline, EVAL_OUTPUTS, LastBatchPolicy.PARTIAL)
+
+
+class SyntheticDetectionLoader(RepeatedBatchLoader):
+    """One random training batch in the format of `ssd_train_pipeline`, made once and yielded
+    again and again: it measures the training step (network, target encoding, losses) without
+    the cost of reading data.
+
+    Images are standard-normal values (the scale of normalised images) on the worker's device;
+    every image has `objects` boxes, the data set's mean number of objects per training image
+    (at least 1, at most ``config.max_boxes``), so that target encoding does the work real
+    batches give it. Boxes and labels are on the CPU, as the DALI loaders give them; boxes are
+    [x1, y1, x2, y2] relative to the image, classes 1..C of `dataset` (no crowd regions), and
+    padding rows are -1. An epoch has as many batches as the real training split
+    would give this worker.
+
+    Parameters
+    ----------
+    config : CocoLoaderConfig
+    dataset : data.coco.CocoDataset
+        The training split (its classes, object counts and image count).
+    split : str
+        "train"; evaluation needs ground truth, which random images lack.
+    """
+
+    def __init__(self, config, dataset, split):
+        if split != "train":
+            raise DataError("--data-backend synthetic feeds detection training only (random "
+                            "images have no ground truth to evaluate against); use --mode "
+                            "train, or dali-cpu / dali-gpu data")
+        rng = np.random.default_rng(config.seed + 1000 * config.rank)
+        size = config.image_size
+        height, width = (size, size) if isinstance(size, int) else size
+        stats = dataset.stats
+        images = max(1, stats["images"] - stats.get("empty_images", 0))
+        self.objects = int(min(config.max_boxes, max(1, round(stats["objects"] / images))))
+        boxes, labels = synthetic_boxes(rng, config.batch_size, self.objects, config.max_boxes,
+                                        dataset.num_classes)
+        self._batch = {
+            "data": synthetic_images(rng, config.batch_size, (3, height, width), config.layout,
+                                     config.dtype, device_context(config.device_id)),
+            "boxes": mx.nd.array(boxes, dtype="float32"),
+            "labels": mx.nd.array(labels, dtype="int32")}
+        self._length = max(1, images // config.world_size // config.batch_size)
+
+
+def synthetic_boxes(rng, batch_size, objects, max_boxes, num_classes):
+    """Random boxes and classes padded as the training pipeline pads them.
+
+    Returns
+    -------
+    boxes : numpy.ndarray, float32, (batch_size, max_boxes, 4)
+        `objects` valid rows first, [x1, y1, x2, y2] in 0..1 with sides 0.1-0.5 of the
+        image, then rows of -1.
+    labels : numpy.ndarray, int32, (batch_size, max_boxes)
+        Classes 1..`num_classes` on valid rows, -1 on padding.
+    """
+    centres = rng.uniform(0.25, 0.75, (batch_size, objects, 2))
+    sides = rng.uniform(0.1, 0.5, (batch_size, objects, 2))
+    valid = np.clip(np.concatenate([centres - sides / 2, centres + sides / 2], axis=2), 0, 1)
+    boxes = np.full((batch_size, max_boxes, 4), -1, np.float32)
+    labels = np.full((batch_size, max_boxes), -1, np.int32)
+    boxes[:, :objects] = valid
+    labels[:, :objects] = rng.integers(1, num_classes + 1, (batch_size, objects))
+    return boxes, labels

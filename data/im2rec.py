@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from data.image_files import init_worker, prepare_task
 from data.recordio import RecordFileWriter, build_index, pack_image_record
+from engine.files import atomic_open
 
 __all__ = ['DEFAULT_EXTS', 'Im2RecError', 'ListItem', 'WriteResult', 'build_index', 'find_lists',
            'list_images', 'main', 'make_list', 'read_list', 'write_list', 'write_record_file']
@@ -84,11 +85,10 @@ def list_images(root, recursive=False, exts=DEFAULT_EXTS):
 
 def write_list(path, items):
     """Write ``index<TAB>label(s)<TAB>path`` lines (MXNet's ``.lst`` format), atomically."""
-    with open(path + '.tmp', 'w') as f:
+    with atomic_open(path) as f:
         for item in items:
             labels = ''.join('%f\t' % x for x in item.labels)
             f.write('%d\t%s%s\n' % (item.index, labels, item.path))
-    os.replace(path + '.tmp', path)
 
 
 def read_list(path):

@@ -34,16 +34,14 @@ class DataError(ValueError):
 
 
 @dataclass
-class LoaderConfig:
-    """Everything the loaders need, independent of the command line.
+class WorkerDataConfig:
+    """What every loader needs to know of the worker it feeds, whatever the task.
 
-    `image_shape` is (channels, height, width) of the network input; `device_id` is the GPU of
-    this worker, or None on CPU.
+    `device_id` is the GPU of this worker, or None on CPU; `rank` and `world_size` choose its
+    shard; `seed` is the run's (each worker's pipeline adds its rank).
     """
     backend: str
-    data_root: str
     batch_size: int
-    image_shape: tuple = (3, 224, 224)
     dtype: str = "float32"
     layout: str = "NCHW"
     rank: int = 0
@@ -51,10 +49,20 @@ class LoaderConfig:
     device_id: int = None
     num_threads: int = 4
     seed: int = 0
+    hw_decoder_load: float = 0.65
+
+
+@dataclass
+class LoaderConfig(WorkerDataConfig):
+    """Classification loaders: the worker's settings, and the data and augmentation.
+
+    `image_shape` is (channels, height, width) of the network input.
+    """
+    data_root: str = None
+    image_shape: tuple = (3, 224, 224)
     random_area: tuple = (0.08, 1.0)
     random_aspect_ratio: tuple = (3 / 4, 4 / 3)
     resize_shorter: int = None  # validation; default keeps the 256/224 ratio of ImageNet
-    hw_decoder_load: float = 0.65
     pad_channels: bool = False
     num_classes: int = 1000  # synthetic labels
     num_examples: int = None  # synthetic epoch length (all workers together), if given
@@ -256,7 +264,22 @@ class RecordIterLoader:
         return None  # ImageRecordIter cannot resume mid-stream; a resumed run reshuffles
 
 
-class SyntheticLoader:
+class RepeatedBatchLoader:
+    """A loader that yields one batch (``self._batch``, made by the subclass) ``self._length``
+    times per epoch; it has no position to checkpoint."""
+
+    def __iter__(self):
+        for _ in range(self._length):
+            yield self._batch
+
+    def __len__(self):
+        return self._length
+
+    def state(self):
+        return None
+
+
+class SyntheticLoader(RepeatedBatchLoader):
     """One random batch, made once on the worker's device and yielded again and again.
 
     An epoch has `num_examples` samples over all workers when given, else as many as the
@@ -264,13 +287,11 @@ class SyntheticLoader:
     """
 
     def __init__(self, config, split):
-        ctx = mx.gpu(config.device_id) if config.device_id is not None else mx.cpu()
-        shape = (config.batch_size,) + tuple(config.image_shape)
-        if config.layout == "NHWC":
-            shape = (shape[0], shape[2], shape[3], shape[1])
+        ctx = device_context(config.device_id)
         rng = np.random.default_rng(config.seed)
         self._batch = {
-            "data": mx.nd.array(rng.standard_normal(shape), ctx=ctx, dtype=config.dtype),
+            "data": synthetic_images(rng, config.batch_size, config.image_shape, config.layout,
+                                     config.dtype, ctx),
             "label": mx.nd.array(rng.integers(0, config.num_classes, config.batch_size),
                                  ctx=ctx, dtype="int32")}
         self._length = self._epoch_batches(config, split)
@@ -286,15 +307,30 @@ class SyntheticLoader:
             samples = 10_000
         return max(1, samples // config.world_size // config.batch_size)
 
-    def __iter__(self):
-        for _ in range(self._length):
-            yield self._batch
 
-    def __len__(self):
-        return self._length
+def device_context(device_id):
+    """The worker's device: GPU `device_id`, or the CPU when it is None."""
+    return mx.gpu(device_id) if device_id is not None else mx.cpu()
 
-    def state(self):
-        return None
+
+def synthetic_images(rng, batch_size, image_shape, layout, dtype, ctx):
+    """A batch of standard-normal "images" (the scale of normalised ones) on `ctx`, for the
+    synthetic backends of every task.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    batch_size : int
+    image_shape : (int, int, int)
+        Channels, height, width.
+    layout : str
+        "NCHW" or "NHWC".
+    dtype : str
+    ctx : mxnet.Context
+    """
+    c, h, w = image_shape
+    shape = (batch_size, c, h, w) if layout == "NCHW" else (batch_size, h, w, c)
+    return mx.nd.array(rng.standard_normal(shape), ctx=ctx, dtype=dtype)
 
 
 def _check_shard_holds_a_batch(pipeline, rec, config):

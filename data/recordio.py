@@ -20,6 +20,8 @@ import struct
 import sys
 from collections import namedtuple
 
+from engine.files import atomic_open
+
 __all__ = ['RECORDIO_MAGIC', 'IRHeader', 'RecordFileWriter', 'build_index', 'frame_record',
            'iter_records', 'pack_image_record', 'read_index', 'unpack_image_record']
 
@@ -233,7 +235,6 @@ def build_index(rec_path, idx_path=None):
             raise ValueError('record at offset %d of %s is too short for an image header'
                              % (offset, rec_path))
         lines.append('%d\t%d\n' % (_IR_HEADER.unpack_from(payload)[2], offset))
-    with open(idx_path + '.tmp', 'w') as f:
+    with atomic_open(idx_path) as f:
         f.writelines(lines)
-    os.replace(idx_path + '.tmp', idx_path)
     return len(lines)

@@ -27,6 +27,7 @@ import numpy as np
 
 from data.pipelines import (READER_NAME, classification_train_pipeline,
                             classification_val_pipeline)
+from device.dali_common import host_array
 
 _LEGACY_DEFAULT_STREAM = 1  # what data.dali_iterator passes to __dlpack__
 
@@ -48,13 +49,6 @@ def _common(rec, idx, device, batch_size, threads, dtype="float32", layout="NCHW
                 device_id=0 if gpu else None, seed=1)
 
 
-def _host(tensor_list):
-    """A batch as one numpy array on the host."""
-    if hasattr(tensor_list, "as_cpu"):
-        tensor_list = tensor_list.as_cpu()
-    return np.array(tensor_list.as_tensor())
-
-
 def check_gpu_decoding_matches_cpu(rec, idx, batches=4):
     """Validation pipeline, GPU vs CPU, in normalised units (1 = one standard deviation)."""
     pipes = {}
@@ -66,8 +60,8 @@ def check_gpu_decoding_matches_cpu(rec, idx, batches=4):
     for _ in range(batches):
         (cpu_images, cpu_labels), (gpu_images, gpu_labels) = (pipes[d].run() for d in
                                                               ("cpu", "gpu"))
-        diffs.append(np.abs(_host(gpu_images) - _host(cpu_images)))
-        labels_equal &= np.array_equal(_host(cpu_labels), _host(gpu_labels))
+        diffs.append(np.abs(host_array(gpu_images) - host_array(cpu_images)))
+        labels_equal &= np.array_equal(host_array(cpu_labels), host_array(gpu_labels))
     diff = np.concatenate(diffs)
     # nvJPEG's IDCT and upsampling differ from libjpeg-turbo's by about a grey level.
     passed = bool(labels_equal and diff.mean() < 0.02 and np.percentile(diff, 99.9) < 0.2)
@@ -87,10 +81,10 @@ def check_training_formats(rec, idx):
             **_common(rec, idx, "gpu", 8, 2, dtype, layout, pad))
         pipe.build()
         images, labels = pipe.run()
-        array = _host(images)
+        array = host_array(images)
         values = array.astype(np.float32)
         ok = (array.shape == shape and array.dtype == np.dtype(dtype)
-              and _host(labels).shape == (8,) and _host(labels).dtype == np.int32)
+              and host_array(labels).shape == (8,) and host_array(labels).dtype == np.int32)
         if pad:
             ok &= bool(np.all(values[..., 3] == 0))
             values = values[..., :3]
@@ -111,7 +105,7 @@ def check_dlpack_handover(rec, idx):
     capsule = tensor.__dlpack__(stream=_LEGACY_DEFAULT_STREAM)
     on_gpu = torch.utils.dlpack.from_dlpack(capsule)
     torch.cuda.synchronize()
-    same = np.array_equal(on_gpu.cpu().numpy(), _host(images))
+    same = np.array_equal(on_gpu.cpu().numpy(), host_array(images))
     shares_memory = on_gpu.data_ptr() == tensor.data_ptr()
     return bool(same and shares_memory), {"equal": bool(same), "zero_copy": bool(shares_memory),
                                           "device": str(on_gpu.device)}
@@ -133,7 +127,7 @@ def measure_training_throughput(rec, idx, batch_size, warmup=5, batches=30):
         start = time.perf_counter()
         for _ in range(batches):
             images, _ = pipe.run()
-        _host(images)  # waits for the last batch to be complete
+        host_array(images)  # waits for the last batch to be complete
         rates[name] = batch_size * batches / (time.perf_counter() - start)
         del pipe
     return rates

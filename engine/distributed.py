@@ -115,6 +115,12 @@ class Distributed:
             for array in arrays:
                 array.wait_to_read()
 
+    def mean(self, array, name):
+        """A new NDArray: the mean of `array` over all workers (collective `name`)."""
+        result = array.copy()
+        self.average_arrays([result], name)
+        return result
+
     def sum(self, values, name):
         """Element-wise sum of a float64 numpy vector over all workers."""
         values = np.asarray(values, dtype=np.float64)

@@ -1,25 +1,35 @@
 """Writing result files so that a reader never sees a half-written one."""
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 
 
-def write_json(path, obj):
-    """Write `obj` as JSON to `path` atomically: a temporary file in the same folder, renamed
-    over `path` once complete; on any error (e.g. a value JSON cannot hold) the old file
-    stays as it was."""
+@contextlib.contextmanager
+def atomic_open(path, mode="w"):
+    """Open a file to write whose contents appear at `path` only once the block completes:
+    a temporary file in the same folder, renamed over `path` at the end. On any error the
+    temporary file is removed and an old `path` stays as it was."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
+    handle, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1],
+                                   dir=folder)
     try:
-        with os.fdopen(handle, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
+        with os.fdopen(handle, mode) as f:
+            yield f
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def write_json(path, obj):
+    """Write `obj` as JSON to `path` atomically (`atomic_open`): on any error (e.g. a value
+    JSON cannot hold) the old file stays as it was."""
+    with atomic_open(path) as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
 
 
 def file_sha256(path):

@@ -10,6 +10,7 @@ still go through horovodrun (see `runner`).
 """
 import argparse
 import codecs
+import contextlib
 import ctypes
 import os
 import queue
@@ -72,6 +73,7 @@ def signal_name(returncode):
 
 def describe_exit(returncode):
     """An exit status in words, with the usual reason for it."""
+    from engine.loop import EXIT_DIVERGED
     from engine.watchdog import EXIT_STALLED
     name = signal_name(returncode)
     if returncode == EXIT_STALLED:
@@ -88,6 +90,9 @@ def describe_exit(returncode):
         return f"died of signal {name}"
     if returncode == 2:
         return "stopped with exit status 2 (a usage or data error; its message is above)"
+    if returncode == EXIT_DIVERGED:
+        return (f"stopped with exit status {EXIT_DIVERGED}: training diverged (the loss became "
+                f"NaN or infinite; its message above says what to change)")
     return f"stopped with exit status {returncode} (its error is above)"
 
 
@@ -156,9 +161,31 @@ def run_workers(command, num_workers, extra_env=None):
         The worker whose failure ended the run (the others were then stopped), or None when
         every worker exited with status 0.
     """
+    with tempfile.TemporaryDirectory(prefix="launcher-status-") as status_dir, \
+            _sigterm_as_exit():
+        return _run_and_watch(command, num_workers, extra_env, status_dir)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """SIGTERM raises SystemExit while the workers run, so that a launcher stopped by it
+    (a job scheduler, a test's timeout) stops its workers and removes its status folder."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum, frame):
+        raise SystemExit(128 + signum)
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_and_watch(command, num_workers, extra_env, status_dir):
     from engine.watchdog import STATUS_DIR_ENV, read_statuses
-    status_dir = tempfile.TemporaryDirectory(prefix="launcher-status-")
-    extra_env = dict(extra_env or {}, **{STATUS_DIR_ENV: status_dir.name})
+    extra_env = dict(extra_env or {}, **{STATUS_DIR_ENV: status_dir})
     server = _rendezvous_server(num_workers)
     port = server.server_address[1]
     workers, forwarders, followers = [], [], set()
@@ -192,8 +219,7 @@ def run_workers(command, num_workers, extra_env=None):
     if failure is not None:
         _stop(workers)
         failure.waits = {rank: what for rank, (what, _) in
-                         read_statuses(status_dir.name, num_workers).items()}
-    status_dir.cleanup()
+                         read_statuses(status_dir, num_workers).items()}
     for thread in forwarders:
         thread.join(timeout=5)
     return failure

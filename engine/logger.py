@@ -19,9 +19,10 @@ import logging
 import sys
 import time
 
+import numpy as np
 from mxnet import nd
 
-from engine.loop import HookBase
+from engine.loop import HookBase, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,14 @@ class LoggerHook(HookBase):
         seconds = time.perf_counter() - self._interval_start  # asnumpy() waited for the steps
         steps = len(self._interval_losses)
         loss = losses[0]
+        if not np.isfinite(loss) and not loop.loss_scaler.can_recover():
+            raise TrainingDiverged(
+                f"the training loss is {loss} in the {steps} steps up to step "
+                f"{loop.global_step} (epoch {loop.epoch}, learning rate "
+                f"{loop.trainer.learning_rate:g}): training diverged. Start again with a "
+                f"lower --lr (given per 256 images and scaled to the global batch) or a "
+                f"longer warm-up (--warmup-steps, --warmup-epochs); float16 runs can also "
+                f"take --loss-scale dynamic")
         record = {"event": "train", "epoch": loop.epoch, "iteration": iteration,
                   "step": loop.global_step, "loss": float(loss),
                   "losses": self._by_name(losses),

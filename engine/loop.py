@@ -12,6 +12,13 @@ from mxnet import autograd, nd
 from data.streams import endless
 
 
+EXIT_DIVERGED = 3  # train.py's exit status when the loss is no longer finite
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite, and no loss scaling is left to lower."""
+
+
 class HookBase:
     """A hook is called around the loop's events; override the ones you need.
 

@@ -55,6 +55,10 @@ class LossScaler:
             self.clean_steps = 0
             self.skipped_steps += 1
 
+    def can_recover(self):
+        """True while a non-finite step can still be answered by lowering the scale."""
+        return self.dynamic and self.scale > self.min_scale
+
     def state_dict(self):
         return {"scale": self.scale, "clean_steps": self.clean_steps,
                 "skipped_steps": self.skipped_steps}

@@ -117,9 +117,8 @@ def build_parser(description=None, add_help=True):
                    help="annotations/instances_SPLIT.json and SPLIT/ of training")
     g.add_argument("--val-split", default="val2017", help="the same, of evaluation")
     g.add_argument("--max-boxes", type=positive_int, default=100,
-                   help="objects per training image (more are cut, with a count logged)")
-    g.add_argument("--max-crowd-boxes", type=positive_int, default=20,
-                   help="crowd regions per training image")
+                   help="objects and crowd regions per training image (more are cut, crowd "
+                        "regions first, with a count logged)")
     g.add_argument("--score-threshold", type=float, default=0.05,
                    help="detection: class score below which a box is dropped at inference")
     g.add_argument("--nms-threshold", type=float, default=0.6,

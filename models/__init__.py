@@ -114,6 +114,13 @@ def ssd320_resnet18_fpn(classes=80, layout="NCHW", image_size=320):
     return ssd_fpn(18, classes, image_size, layout)
 
 
+@register_model("ssd128_resnet18_fpn64", task="detection")
+def ssd128_resnet18_fpn64(classes=80, layout="NCHW", image_size=128):
+    """SSD-FPN with ResNet-18 v1.5 at 128x128, 64-channel FPN and 2-convolution towers: a
+    network that learns the demo detection set in minutes on two CPU cores (tests)."""
+    return ssd_fpn(18, classes, image_size, layout, channels=64, num_convs=2)
+
+
 @register_model("ssd256_resnet18_fpn", task="detection")
 def ssd256_resnet18_fpn(classes=80, layout="NCHW", image_size=256):
     """SSD-FPN with ResNet-18 v1.5 at 256x256 (CPU demos and tests)."""

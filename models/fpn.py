@@ -1,5 +1,6 @@
 """Feature Pyramid Network, P3-P7 (Lin et al., "Feature Pyramid Networks for Object Detection"
-and "Focal Loss for Dense Object Detection", 2017), as SSD320 v1.2 and RetinaNet use it.
+and "Focal Loss for Dense Object Detection", 2017), as NVIDIA's SSD320 v1.2 builds it
+(TensorFlow's ``ssd_resnet50_v1_fpn``: ``fpn_top_down_feature_maps`` plus two coarse levels).
 
 Written as small Gluon blocks rather than gluoncv 0.10.5's `FPNFeatureExpander`, which does
 not fit this backbone cleanly: it is a SymbolBlock that cuts a network at symbol names (so
@@ -11,25 +12,37 @@ from mxnet import init
 from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
+from models.resnet import batch_norm
 
-def _fpn_conv(channels, kernel, stride, in_channels, layout):
-    # Detectron's c2_xavier_fill (uniform, bound sqrt(3 / fan_in)), which RetinaNet's FPN
-    # uses; given here so that the caller's initializer (He, for the backbone) leaves it be.
-    return nn.Conv2D(channels, kernel, strides=stride, padding=kernel // 2,
-                     in_channels=in_channels, layout=layout,
-                     weight_initializer=init.Xavier("uniform", "in", 3), bias_initializer="zeros")
+
+class ConvBNReLU6(HybridBlock):
+    """3x3 convolution (no bias), BatchNorm, ReLU6: TensorFlow's ``slim.conv2d`` under the
+    SSD320 v1.2 ``conv_hyperparams`` (batch_norm, RELU_6). The bounded activation keeps the
+    many shared-head and pyramid layers trained from scratch at the recipe's learning rate
+    from blowing up (seen without it: a loss of 1e18 within 100 steps on the demo set)."""
+
+    def __init__(self, channels, stride, in_channels, layout, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.conv = nn.Conv2D(channels, 3, strides=stride, padding=1, use_bias=False,
+                                  in_channels=in_channels, layout=layout,
+                                  weight_initializer=init.Xavier("uniform", "in", 3))
+            self.bn = batch_norm(layout)
+
+    def hybrid_forward(self, F, x):
+        return F.clip(self.bn(self.conv(x)), 0, 6)
 
 
 class FPN(HybridBlock):
     """P3-P7 with `channels` channels each from the backbone's C3, C4, C5.
 
-    P5..P3: a 1x1 lateral convolution of C5..C3, plus the level above upsampled by 2 (nearest
-    neighbour, cropped to the lateral's size when that is odd), then a 3x3 convolution against
-    the upsampling's aliasing. P6: a stride-2 3x3 convolution of P5 (as NVIDIA's SSD320 and
-    TensorFlow's ssd_resnet_v1_fpn take it from P5 rather than from C5, which also keeps its
-    input at `channels` whatever the backbone); P7: ReLU then a stride-2 3x3 convolution of P6
-    (RetinaNet). The convolutions have biases and no BatchNorm, as in RetinaNet (NVIDIA's
-    TensorFlow model adds BatchNorm and ReLU6 after each).
+    Top-down: P5 is a 1x1 lateral convolution of C5; each level below adds the 1x1 lateral
+    of its C to the (un-smoothed) level above upsampled by 2 (nearest neighbour, cropped to
+    the lateral's size when that is odd), and P4, P3 are that sum through `ConvBNReLU6`
+    against the upsampling's aliasing. P6 is a stride-2 `ConvBNReLU6` of P5, P7 one of P6
+    (TensorFlow takes the coarse levels from P5 rather than from C5, which also keeps their
+    input at `channels` whatever the backbone). The laterals have biases and neither
+    BatchNorm nor activation, as in TensorFlow.
 
     Parameters
     ----------
@@ -51,21 +64,27 @@ class FPN(HybridBlock):
         self._spatial_axes = (layout.index("H"), layout.index("W"))
         with self.name_scope():
             self.lateral = nn.HybridSequential(prefix="lateral_")
-            self.smooth = nn.HybridSequential(prefix="smooth_")
             for c in in_channels:
-                self.lateral.add(_fpn_conv(channels, 1, 1, c, layout))
-                self.smooth.add(_fpn_conv(channels, 3, 1, channels, layout))
-            self.p6 = _fpn_conv(channels, 3, 2, channels, layout)
-            self.p7 = _fpn_conv(channels, 3, 2, channels, layout)
+                # Detectron's c2_xavier_fill (uniform, bound sqrt(3 / fan_in)), given here so
+                # that the caller's initializer (He, for the backbone) leaves it be.
+                self.lateral.add(nn.Conv2D(channels, 1, in_channels=c, layout=layout,
+                                           weight_initializer=init.Xavier("uniform", "in", 3),
+                                           bias_initializer="zeros"))
+            self.smooth = nn.HybridSequential(prefix="smooth_")
+            for _ in in_channels[:-1]:
+                self.smooth.add(ConvBNReLU6(channels, 1, channels, layout))
+            self.p6 = ConvBNReLU6(channels, 2, channels, layout, prefix="p6_")
+            self.p7 = ConvBNReLU6(channels, 2, channels, layout, prefix="p7_")
 
     def hybrid_forward(self, F, c3, c4, c5):
         laterals = [conv(c) for conv, c in zip(self.lateral, (c3, c4, c5))]
-        merged = [laterals[-1]]
+        top_down = [laterals[-1]]
         for lateral in reversed(laterals[:-1]):
-            merged.insert(0, lateral + self._upsample_like(F, merged[0], lateral))
-        levels = [conv(m) for conv, m in zip(self.smooth, merged)]
-        p6 = self.p6(levels[-1])
-        return levels + [p6, self.p7(F.relu(p6))]
+            top_down.insert(0, lateral + self._upsample_like(F, top_down[0], lateral))
+        p5 = top_down[-1]
+        levels = [smooth(m) for smooth, m in zip(self.smooth, top_down[:-1])] + [p5]
+        p6 = self.p6(p5)
+        return levels + [p6, self.p7(p6)]
 
     def _upsample_like(self, F, x, like):
         # Nearest-neighbour x2 as two repeats: unlike UpSampling it works in either layout.

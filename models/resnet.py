@@ -37,7 +37,7 @@ def _conv(channels, kernel, stride, layout):
                      use_bias=False, layout=layout)
 
 
-def _batch_norm(layout, zero_gamma=False):
+def batch_norm(layout, zero_gamma=False):
     # zero_gamma starts a residual branch as the identity ("Bag of Tricks", Goyal et al.).
     return nn.BatchNorm(axis=_channel_axis(layout),
                         gamma_initializer="zeros" if zero_gamma else "ones")
@@ -50,7 +50,7 @@ class _Shortcut(HybridBlock):
         super().__init__(**kwargs)
         with self.name_scope():
             self.conv = _conv(channels, 1, stride, layout)
-            self.bn = _batch_norm(layout)
+            self.bn = batch_norm(layout)
 
     def hybrid_forward(self, F, x):
         return self.bn(self.conv(x))
@@ -64,10 +64,10 @@ class BasicBlock(HybridBlock):
         super().__init__(**kwargs)
         with self.name_scope():
             self.body = nn.HybridSequential(prefix="")
-            self.body.add(_conv(channels, 3, stride, layout), _batch_norm(layout),
+            self.body.add(_conv(channels, 3, stride, layout), batch_norm(layout),
                           nn.Activation("relu"),
                           _conv(channels, 3, 1, layout),
-                          _batch_norm(layout, zero_init_residual))
+                          batch_norm(layout, zero_init_residual))
             self.shortcut = _Shortcut(channels, stride, layout) if downsample else None
 
     def hybrid_forward(self, F, x):
@@ -83,12 +83,12 @@ class BottleneckV15(HybridBlock):
         super().__init__(**kwargs)
         with self.name_scope():
             self.body = nn.HybridSequential(prefix="")
-            self.body.add(_conv(channels, 1, 1, layout), _batch_norm(layout),
+            self.body.add(_conv(channels, 1, 1, layout), batch_norm(layout),
                           nn.Activation("relu"),
-                          _conv(channels, 3, stride, layout), _batch_norm(layout),
+                          _conv(channels, 3, stride, layout), batch_norm(layout),
                           nn.Activation("relu"),
                           _conv(channels * 4, 1, 1, layout),
-                          _batch_norm(layout, zero_init_residual))
+                          batch_norm(layout, zero_init_residual))
             self.shortcut = _Shortcut(channels * 4, stride, layout) if downsample else None
 
     def hybrid_forward(self, F, x):
@@ -113,7 +113,7 @@ def _residual_body(depth, layout, zero_init_residual):
     kind, units = _STAGE_UNITS[depth]
     block = BottleneckV15 if kind == "bottleneck" else BasicBlock
     features = nn.HybridSequential(prefix="")
-    features.add(_conv(64, 7, 2, layout), _batch_norm(layout), nn.Activation("relu"),
+    features.add(_conv(64, 7, 2, layout), batch_norm(layout), nn.Activation("relu"),
                  nn.MaxPool2D(3, 2, 1, layout=layout))
     in_channels, widths = 64, []
     for stage, (width, count) in enumerate(zip(_STAGE_WIDTHS, units)):

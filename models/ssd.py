@@ -1,6 +1,8 @@
 """SSD-FPN: NVIDIA's SSD320 v1.2 (DeepLearningExamples, TensorFlow), a RetinaNet-style
 single-shot detector: ResNet v1.5 backbone, FPN P3-P7, weight-shared class and box towers,
-sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", 2017).
+sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", 2017). As in
+TensorFlow's configuration of it, every 3x3 convolution of the pyramid and the towers is
+followed by BatchNorm and ReLU6 (the towers' BatchNorms are per pyramid level).
 
 Conventions shared with `models.ssd_loss` and the engine:
 
@@ -27,7 +29,7 @@ from mxnet.gluon import nn
 from mxnet.gluon.block import HybridBlock
 
 from models.fpn import FPN
-from models.resnet import resnet_v15_backbone
+from models.resnet import batch_norm, resnet_v15_backbone
 
 STRIDES = (8, 16, 32, 64, 128)
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
@@ -88,39 +90,52 @@ def retinanet_anchors(image_size, strides=STRIDES, anchor_scale=ANCHOR_SCALE, sc
 
 
 class SharedHead(HybridBlock):
-    """A prediction tower applied with the same weights to every pyramid level.
+    """A prediction tower applied with the same convolution weights to every pyramid level.
 
-    ``num_convs`` 3x3 convolutions with ReLU, then a 3x3 convolution giving `outputs`
-    values for each of `num_anchors` anchors per cell; weights from N(0, 0.01), biases zero
-    except the prediction's, `bias_init` (RetinaNet; NVIDIA's TensorFlow model also puts a
-    per-level BatchNorm after each tower convolution and uses ReLU6).
+    ``num_convs`` 3x3 convolutions, each followed by a BatchNorm of its own per level and
+    ReLU6, then a 3x3 convolution giving `outputs` values for each of `num_anchors` anchors
+    per cell: TensorFlow's ``WeightSharedConvolutionalBoxPredictor`` as SSD320 v1.2
+    configures it (the statistics of levels 40x40 and 3x3 apart differ too much to share a
+    BatchNorm). Convolution weights from N(0, 0.01); the prediction's bias is `bias_init`.
+
+    Inputs: the pyramid levels P3.. (up to `num_levels`), in order.
 
     Outputs
     -------
-    (B, H * W * num_anchors, outputs): cells row-major, then anchors.
+    (B, sum of H * W * num_anchors over the levels, outputs): levels in order, each level's
+    cells row-major, then anchors.
     """
 
     def __init__(self, outputs, num_anchors, channels=256, num_convs=4, bias_init=0.0,
-                 layout="NCHW", **kwargs):
+                 layout="NCHW", num_levels=len(STRIDES), **kwargs):
         super().__init__(**kwargs)
         self._outputs = outputs
         self._layout = layout
         with self.name_scope():
             self.tower = nn.HybridSequential(prefix="tower_")
+            self.norms = nn.HybridSequential(prefix="norm_")  # [conv * num_levels + level]
             for _ in range(num_convs):
                 self.tower.add(nn.Conv2D(channels, 3, padding=1, in_channels=channels,
-                                         layout=layout, activation="relu",
+                                         use_bias=False, layout=layout,
                                          weight_initializer=init.Normal(0.01)))
+                for _ in range(num_levels):
+                    self.norms.add(batch_norm(layout))
             self.predict = nn.Conv2D(num_anchors * outputs, 3, padding=1, in_channels=channels,
                                      layout=layout, weight_initializer=init.Normal(0.01),
                                      bias_initializer=init.Constant(bias_init))
+        self._num_levels = num_levels
 
-    def hybrid_forward(self, F, x):
-        y = self.predict(self.tower(x))
-        if self._layout == "NCHW":
-            y = F.transpose(y, axes=(0, 2, 3, 1))
-        # Channel a * outputs + k is anchor a's k-th output, so this keeps anchors per cell.
-        return F.reshape(y, shape=(0, -1, self._outputs))
+    def hybrid_forward(self, F, *levels):
+        outputs = []
+        for index, x in enumerate(levels):
+            for layer, conv in enumerate(self.tower):
+                x = F.clip(self.norms[layer * self._num_levels + index](conv(x)), 0, 6)
+            y = self.predict(x)
+            if self._layout == "NCHW":
+                y = F.transpose(y, axes=(0, 2, 3, 1))
+            # Channel a * outputs + k is anchor a's k-th output, so this keeps anchors per cell.
+            outputs.append(F.reshape(y, shape=(0, -1, self._outputs)))
+        return F.concat(*outputs, dim=1) if len(outputs) > 1 else outputs[0]
 
 
 class SSDFPN(HybridBlock):
@@ -171,8 +186,8 @@ class SSDFPN(HybridBlock):
 
     def hybrid_forward(self, F, x):
         levels = self.fpn(*self.backbone(x))
-        cls_logits = F.concat(*[self.class_head(p) for p in levels], dim=1)
-        box_deltas = F.concat(*[self.box_head(p) for p in levels], dim=1)
+        cls_logits = self.class_head(*levels)
+        box_deltas = self.box_head(*levels)
         # float32 out of a float16 network too, as the classifier: the losses need it.
         return F.amp_cast(cls_logits, dtype="float32"), F.amp_cast(box_deltas, dtype="float32")
 
@@ -182,10 +197,20 @@ class SSDFPN(HybridBlock):
 
     def detect(self, x, **kwargs):
         """Forward pass on images `x` (NDArray), then `decode_detections`; kwargs go to it."""
-        size = x.shape[2:4] if self.layout == "NCHW" else x.shape[1:3]
-        cls_logits, box_deltas = self(x)
-        return decode_detections(cls_logits, box_deltas, self.anchors(size, x.context), size,
-                                 **kwargs)
+        return detect(self, x, self.layout, **kwargs)
+
+
+def detect(network, x, layout="NCHW", **kwargs):
+    """Detections of `network` on images `x`: its forward pass, then `decode_detections`
+    with the anchors of the input size; kwargs go to `decode_detections`.
+
+    `network` is an `SSDFPN` or what deploys one: the ``SymbolBlock.imports`` of its export
+    (``PREFIX-symbol.json`` / ``PREFIX-NNNN.params``), which has the same two outputs.
+    """
+    size = x.shape[2:4] if layout == "NCHW" else x.shape[1:3]
+    cls_logits, box_deltas = network(x)
+    anchors = mx.nd.array(retinanet_anchors(size), ctx=x.context)
+    return decode_detections(cls_logits, box_deltas, anchors, size, **kwargs)
 
 
 def decode_detections(cls_logits, box_deltas, anchor_boxes, image_size, score_thresh=0.05,
@@ -248,6 +273,7 @@ def _gather_rows(values, index):
     return mx.nd.gather_nd(values, mx.nd.stack(batch.reshape((-1, 1)).broadcast_like(index), index))
 
 
-def ssd_fpn(depth, classes=80, image_size=320, layout="NCHW"):
+def ssd_fpn(depth, classes=80, image_size=320, layout="NCHW", channels=256, num_convs=4):
     """Build an uninitialised SSD-FPN; see `SSDFPN` for the arguments."""
-    return SSDFPN(depth, classes, image_size, layout, prefix=f"ssd_resnet{depth}_fpn_")
+    return SSDFPN(depth, classes, image_size, layout, channels, num_convs,
+                  prefix=f"ssd_resnet{depth}_fpn_")

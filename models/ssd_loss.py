@@ -7,29 +7,31 @@ divided by the number of positive anchors. Class conventions as in `models.ssd`:
 are 0 background, 1..C the object class (logit column c - 1), -1 ignored.
 """
 import mxnet as mx
+import numpy as np
 
 from models.ssd import BOX_STDS
 
 
-def encode_targets(anchors, gt_boxes, gt_labels, gt_crowd=None, fg_iou_thresh=0.5,
+def encode_targets(anchors, gt_boxes, gt_labels, crowd_boxes=None, fg_iou_thresh=0.5,
                    bg_iou_thresh=0.5, crowd_ioa_thresh=0.5, stds=BOX_STDS):
     """Per-anchor class and box targets for a batch.
 
-    An anchor whose best IoU with a (non-crowd) ground-truth box is >= `fg_iou_thresh` takes
-    that box's class; below `bg_iou_thresh` it is background; in between, ignored (no band
-    with the recipe's 0.5 / 0.5). Each ground-truth box also claims its best anchors (ties
-    included) whatever their IoU (TensorFlow's force_match_for_each_row). Background anchors
-    lying mostly inside a crowd region (intersection over the anchor's area >=
-    `crowd_ioa_thresh`: COCO's evaluation counts detections there as neither right nor
-    wrong) are ignored.
+    An anchor whose best IoU with a ground-truth box is >= `fg_iou_thresh` takes that box's
+    class; below `bg_iou_thresh` it is background; in between, ignored (no band with the
+    recipe's 0.5 / 0.5). Each ground-truth box also claims its best anchors (ties included)
+    whatever their IoU (TensorFlow's force_match_for_each_row). Background anchors lying
+    mostly inside a crowd region (intersection over the anchor's area >= `crowd_ioa_thresh`:
+    COCO's evaluation counts detections there as neither right nor wrong) are ignored.
 
     Parameters
     ----------
     anchors : NDArray, float32, (N, 4) pixel boxes (`SSDFPN.anchors`)
-    gt_boxes : NDArray, float32, (B, M, 4), same coordinates; rows of -1 pad (an image
-        without objects is one row of -1).
+    gt_boxes : NDArray, float32, (B, M, 4), same coordinates: the objects; rows of -1 pad (an
+        image without objects is one row of -1).
     gt_labels : NDArray, (B, M): classes 1..C (anything on padding rows).
-    gt_crowd : NDArray, (B, M), optional: nonzero marks a crowd region (COCO ``iscrowd``).
+    crowd_boxes : NDArray, float32, (B, K, 4), optional: crowd regions (COCO ``iscrowd``),
+        rows of -1 pad. Their cost grows with N * K, so give only the crowd rows (K is small:
+        `crowd_rows` makes them).
     stds : 4 floats, the box coder's (BOX_STDS).
 
     Returns
@@ -38,14 +40,9 @@ def encode_targets(anchors, gt_boxes, gt_labels, gt_crowd=None, fg_iou_thresh=0.
     box_targets : NDArray, float32, (B, N, 4): encoded boxes of positive anchors, 0 elsewhere.
     """
     import ops  # here, not at the top: it loads the compiled ops/ library
-    objects = gt_boxes
-    if gt_crowd is not None:
-        crowd = (gt_crowd != 0).astype("float32").expand_dims(2).broadcast_like(gt_boxes)
-        padding = -mx.nd.ones_like(gt_boxes)
-        objects = mx.nd.where(crowd, padding, gt_boxes)
-    matches, _ = ops.match_boxes(anchors, objects, fg_iou_thresh, bg_iou_thresh,
+    matches, _ = ops.match_boxes(anchors, gt_boxes, fg_iou_thresh, bg_iou_thresh,
                                  low_quality="all")
-    box_targets, _ = ops.box_encode(anchors, objects, matches, stds=stds)
+    box_targets, _ = ops.box_encode(anchors, gt_boxes, matches, stds=stds)
     batch = mx.nd.arange(matches.shape[0], ctx=matches.context, dtype="int32")
     index = mx.nd.stack(batch.reshape((-1, 1)).broadcast_like(matches), mx.nd.maximum(matches, 0))
     labels = mx.nd.gather_nd(gt_labels.astype("float32"), index)  # labels[b, matches[b, n]]
@@ -54,12 +51,36 @@ def encode_targets(anchors, gt_boxes, gt_labels, gt_crowd=None, fg_iou_thresh=0.
     cls_targets = mx.nd.where(matches >= 0, labels, mx.nd.where(matches == -1,
                                                                 mx.nd.zeros_like(labels),
                                                                 -mx.nd.ones_like(labels)))
-    if gt_crowd is not None:
-        crowds = mx.nd.where(crowd, gt_boxes, padding)
-        in_crowd = _intersection_over_area(anchors, crowds).max(axis=2) >= crowd_ioa_thresh
+    if crowd_boxes is not None:
+        in_crowd = _intersection_over_area(anchors, crowd_boxes).max(axis=2) >= crowd_ioa_thresh
         cls_targets = mx.nd.where(in_crowd * (cls_targets == 0), -mx.nd.ones_like(labels),
                                   cls_targets)
     return cls_targets.astype("int32"), box_targets
+
+
+def crowd_rows(boxes, labels, crowd_label):
+    """Split a batch's rows into objects and crowd regions (numpy, on the host).
+
+    Parameters
+    ----------
+    boxes : numpy.ndarray, (B, M, 4); labels : numpy.ndarray, (B, M)
+        A training batch's rows: objects, then crowd regions labelled `crowd_label`, then
+        padding rows of -1 (`data/coco_pipelines.py`).
+
+    Returns
+    -------
+    (object_boxes, crowd_boxes)
+        `boxes` with the crowd rows set to -1, and the crowd regions alone as (B, K, 4)
+        padded with -1, K the most of any image (at least 1); crowd_boxes is None when the
+        batch has no crowd region.
+    """
+    is_crowd = labels == crowd_label
+    if not is_crowd.any():
+        return boxes, None
+    crowd = -np.ones((boxes.shape[0], int(is_crowd.sum(axis=1).max()), 4), np.float32)
+    for image, rows in enumerate(is_crowd):
+        crowd[image, :rows.sum()] = boxes[image, rows]
+    return np.where(is_crowd[..., None], np.float32(-1), boxes), crowd
 
 
 def _intersection_over_area(anchors, boxes):
@@ -111,7 +132,8 @@ def sigmoid_focal_loss(cls_logits, cls_targets, alpha=0.25, gamma=2.0):
     return mx.nd.broadcast_mul(loss, (targets >= 0).expand_dims(2))
 
 
-def ssd_loss(cls_logits, box_deltas, cls_targets, box_targets, alpha=0.25, gamma=2.0):
+def ssd_loss(cls_logits, box_deltas, cls_targets, box_targets, alpha=0.25, gamma=2.0,
+             average_over_workers=None):
     """The two SSD-FPN losses, each summed and divided by the number of positive anchors
     in the batch (at least 1).
 
@@ -121,6 +143,14 @@ def ssd_loss(cls_logits, box_deltas, cls_targets, box_targets, alpha=0.25, gamma
     cls_targets, box_targets : NDArray, (B, N) and (B, N, 4): from `encode_targets`.
     alpha, gamma : float
         Focal loss parameters (0.25, 2).
+    average_over_workers : callable, optional
+        NDArray -> its mean over all workers (`engine.distributed.Distributed.mean`). The
+        losses are then divided by the mean positive count per worker instead of this
+        worker's own, so that the average of the workers' gradients (Horovod's) is the
+        gradient of the whole global batch's loss over all of its positives: W workers with
+        batch b train exactly like one with batch W*b (mmdetection's heads do the same with
+        ``reduce_mean`` of the positive count). Each worker's own count would instead weigh
+        an image by how few objects its worker's other images have.
 
     Returns
     -------
@@ -129,7 +159,10 @@ def ssd_loss(cls_logits, box_deltas, cls_targets, box_targets, alpha=0.25, gamma
     divides the box loss by 4 (normalize_loc_loss_by_codesize); apply that as a loss weight.
     """
     positive = (cls_targets.astype("float32") > 0).expand_dims(2)
-    num_positive = mx.nd.maximum(positive.sum(), 1)
+    num_positive = positive.sum()
+    if average_over_workers is not None:
+        num_positive = average_over_workers(num_positive)
+    num_positive = mx.nd.maximum(num_positive, 1)
     cls = sigmoid_focal_loss(cls_logits, cls_targets, alpha, gamma).sum() / num_positive
     box = mx.nd.smooth_l1(box_deltas - box_targets, scalar=1.0)
     box = mx.nd.broadcast_mul(box, positive).sum() / num_positive

@@ -57,3 +57,20 @@ def tiny_dataset(tmp_path_factory):
     _write_tiny_recordio(str(root / "train"), 96, seed=1)
     _write_tiny_recordio(str(root / "val"), 40, seed=2)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`examples/demo.sh` once per session: (data folder, workspace, stdout, stderr). Its
+    ResNet-18 (2 CPU workers, 8 epochs on the demo classification set) is also the backbone
+    the SSD's end-to-end test starts from, as users start detectors from their classifiers."""
+    import subprocess
+    base = tmp_path_factory.mktemp("demo")
+    data, workspace = base / "data", base / "workspace"
+    result = subprocess.run([os.path.join(ROOT, "examples", "demo.sh"), str(data),
+                             str(workspace), "--progress", "off"],
+                            capture_output=True, text=True, timeout=1500)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    # The launcher forwards each worker's stdout to its stdout ("[1]<stdout>:...") and each
+    # worker's stderr to its stderr ("[1]<stderr>:..."), so both are kept.
+    return data, workspace, result.stdout, result.stderr

@@ -11,19 +11,6 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("demo")
-    data, workspace = base / "data", base / "workspace"
-    result = subprocess.run([os.path.join(ROOT, "examples", "demo.sh"), str(data),
-                             str(workspace), "--progress", "off"],
-                            capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    # horovodrun forwards each worker's stdout to its stdout ("[1]<stdout>:...") and each
-    # worker's stderr to its stderr ("[1]<stderr>:..."), so both are kept.
-    return data, workspace, result.stdout, result.stderr
-
-
 def _evaluate(data, workspace, *extra):
     command = [sys.executable, os.path.join(ROOT, "train.py"), "--mode", "val",
                "--data-root", str(data / "rec"), "--workspace", str(workspace),

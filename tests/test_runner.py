@@ -123,3 +123,14 @@ def test_a_mistyped_flag_is_refused_before_any_worker_starts(tiny_dataset):
     result = _run("-n", "2", "--data-root", str(tiny_dataset), "--num-epoch", "3")
     assert result.returncode == 2
     assert "unrecognized arguments: --num-epoch" in result.stderr
+
+
+def test_a_diverging_run_stops_with_status_3_and_says_what_to_change(tiny_dataset, tmp_path):
+    result = _run("-b", "8", "--data-root", str(tiny_dataset), "--workspace", str(tmp_path),
+                  "--arch", "resnet18_v1.5", "--num-classes", "4", "--image-shape", "3,32,32",
+                  "--lr", "1e12", "--warmup-epochs", "0", "--label-smoothing", "0",
+                  "--num-epochs", "3", "--log-interval", "2", "--data-threads", "1",
+                  "--progress", "off", "--mode", "train")
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "training diverged" in result.stdout and "lower --lr" in result.stdout
+    assert not os.path.isdir(tmp_path / "checkpoints" / "epoch-0003")

@@ -22,3 +22,15 @@ def test_device_description():
     info = {"cpu_model": "X", "cpu_cores": 2, "gpus": ["NVIDIA H200", "NVIDIA H200"]}
     assert machine.device_description(info, 0) == "CPU (X, 2 cores)"
     assert machine.device_description(info, 2) == "GPU (2 x NVIDIA H200)"
+
+
+def test_the_thread_environment_is_recorded(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    info = machine.machine_info()
+    assert info["environment"]["OMP_NUM_THREADS"] == "2"
+    assert info["environment"]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "GOMP_SPINCOUNT" not in info["environment"]
+    line = machine.describe(info)
+    assert "OMP_NUM_THREADS=2" in line and "OMP_WAIT_POLICY=PASSIVE" in line

@@ -236,11 +236,11 @@ def test_bad_annotations_are_named(quirky_coco, field, value, expected):
         prepare_coco(root, "val2017", cache)
 
 
-def test_objects_beyond_max_boxes_are_counted_and_reported(quirky_coco, caplog):
+def test_rows_beyond_max_boxes_are_counted_and_reported(quirky_coco, caplog):
     root, cache = quirky_coco
     dataset = prepare_coco(root, "val2017", cache)
     with caplog.at_level(logging.WARNING, logger="data.coco"):
-        assert dataset.check_max_boxes(2) == (0, 0)
+        assert dataset.check_max_boxes(3) == (0, 0)
         assert caplog.text == ""
-        assert dataset.check_max_boxes(1) == (1, 1)  # image 1: two objects
+        assert dataset.check_max_boxes(1) == (1, 2)  # image 1: two objects, one crowd region
     assert "1 image(s)" in caplog.text and "max_boxes=1" in caplog.text

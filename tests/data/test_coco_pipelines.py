@@ -12,7 +12,7 @@ from data.dali_iterator import DALIMXNetIterator, LastBatchPolicy
 from data.pipelines import IMAGENET_MEAN, IMAGENET_STD
 from tests.data.test_coco import demo_coco, quirky_coco, write_split  # noqa: F401 (fixtures)
 
-TRAIN_OUTPUTS = ["images", "boxes", "labels", "crowd_boxes"]
+TRAIN_OUTPUTS = ["images", "boxes", "labels"]
 EVAL_OUTPUTS = ["images", "image_ids", "image_sizes"]
 # No colour change: pixels can be compared with the source image.
 NO_JITTER = dict(brightness=(1.0, 1.0), contrast=(1.0, 1.0), saturation=(1.0, 1.0),
@@ -20,13 +20,11 @@ NO_JITTER = dict(brightness=(1.0, 1.0), contrast=(1.0, 1.0), saturation=(1.0, 1.
 NO_CROP = dict(crop_scaling=(1.0, 1.0))  # the only window of the image's size is the image
 
 
-def _train(dataset, batch_size, image_size=32, max_boxes=4, max_crowd_boxes=2, seed=0,
-           dtype="float32", layout="NCHW", **augmentation):
+def _train(dataset, batch_size, image_size=32, max_boxes=4, seed=0, dtype="float32",
+           layout="NCHW", **augmentation):
     pipeline = ssd_train_pipeline(
         file_root=dataset.image_dir, annotations_file=dataset.annotation_file, shard_id=0,
-        num_shards=1, image_size=image_size, max_boxes=max_boxes,
-        max_crowd_boxes=max_crowd_boxes, crowd_label=dataset.crowd_label,
-        decoder_device="cpu", hw_decoder_load=0.0, dtype=dtype, layout=layout,
+        num_shards=1, image_size=image_size, max_boxes=max_boxes, decoder_device="cpu", hw_decoder_load=0.0, dtype=dtype, layout=layout,
         batch_size=batch_size, num_threads=1, device_id=None, seed=seed, **augmentation)
     return DALIMXNetIterator(pipeline, TRAIN_OUTPUTS, READER_NAME, LastBatchPolicy.DROP)
 
@@ -67,23 +65,22 @@ def test_train_outputs_are_dense_and_padded_with_minus_one(demo_coco, tmp_path):
     batch = next(iter(iterator))
     shapes = {k: (v.shape, np.dtype(v.dtype).name) for k, v in batch.items()}
     assert shapes == {"images": ((4, 32, 32, 3), "float16"),
-                      "boxes": ((4, 3, 4), "float32"), "labels": ((4, 3), "int32"),
-                      "crowd_boxes": ((4, 2, 4), "float32")}
+                      "boxes": ((4, 3, 4), "float32"), "labels": ((4, 3), "int32")}
     boxes, labels = batch["boxes"].asnumpy(), batch["labels"].asnumpy()
     valid = labels >= 1
     assert valid[:, 0].all()  # skip_empty, and the crop keeps at least one box here
     assert not np.any(valid[:, 1:] & ~valid[:, :-1])  # no padding row before a valid one
     assert np.all(labels[~valid] == -1) and np.all(boxes[~valid] == -1)
-    assert labels[valid].max() <= dataset.num_classes
+    assert labels[valid].max() <= dataset.num_classes  # the demo set has no crowd
     inside = boxes[valid]
     assert np.all((inside >= 0) & (inside <= 1))
     assert np.all(inside[:, 2] > inside[:, 0]) and np.all(inside[:, 3] > inside[:, 1])
-    assert np.all(batch["crowd_boxes"].asnumpy() == -1)  # the demo set has no crowd
 
 
 def test_quirky_images_decode_to_three_channels_with_their_boxes(quirky_coco):
-    """A greyscale JPEG and a PNG come out as RGB; the clipped box, the crowd region (in
-    its own output) and the dropped boxes arrive as normalised; the empty image is skipped."""
+    """A greyscale JPEG and a PNG come out as RGB; the clipped box, the crowd region (after
+    the objects, with the crowd label) and the dropped boxes arrive as normalised; the empty
+    image is skipped."""
     root, cache = quirky_coco
     dataset = prepare_coco(root, "val2017", cache)
     samples = _samples(_train(dataset, batch_size=3, **NO_CROP), epochs=2)
@@ -96,9 +93,12 @@ def test_quirky_images_decode_to_three_channels_with_their_boxes(quirky_coco):
     seen = set()
     for sample in samples:
         assert sample["images"].shape == (3, 32, 32)
-        labels = sample["labels"][sample["labels"] >= 1].tolist()
+        is_object = (sample["labels"] >= 1) & (sample["labels"] != dataset.crowd_label)
+        labels = sample["labels"][is_object].tolist()
         boxes = sample["boxes"][: len(labels)]
-        crowd = sample["crowd_boxes"][sample["crowd_boxes"][:, 0] >= 0]
+        is_crowd = sample["labels"] == dataset.crowd_label
+        assert not is_crowd[: len(labels)].any()  # crowd regions come after the objects
+        crowd = sample["boxes"][is_crowd]
         size = next(k for k, v in expected.items() if v[1] == labels)
         seen.add(size)
         want, _, want_crowd = expected[size]
@@ -111,7 +111,8 @@ def test_quirky_images_decode_to_three_channels_with_their_boxes(quirky_coco):
     assert seen == set(expected)  # image 4 (no annotations) never comes
     grey = [s for s in samples if s["labels"][0] == 1][0]["images"]
     assert np.abs(grey[0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
-                  - (grey[1] * IMAGENET_STD[1] + IMAGENET_MEAN[1])).max() < 0.5  # R == G
+                  - (grey[1] * IMAGENET_STD[1] + IMAGENET_MEAN[1])).max() < 1.01  # R == G
+    # (to a grey level: the colour jitter rounds its output to uint8)
 
 
 def test_flip_maps_x1_x2_to_one_minus_x2_x1_like_the_image(tmp_path):
@@ -217,14 +218,20 @@ def test_random_crop_and_flip_match_a_numpy_reference(tmp_path):
     assert checked >= 30 and cropped >= 8 and 0 < mirrored_count < checked
 
 
-def test_objects_beyond_max_boxes_are_cut(quirky_coco):
+def test_rows_beyond_max_boxes_are_cut_crowd_regions_first(quirky_coco):
     root, cache = quirky_coco
     dataset = prepare_coco(root, "val2017", cache)
-    for sample in _samples(_train(dataset, batch_size=3, max_boxes=1, max_crowd_boxes=1,
-                                  **NO_CROP)):
-        assert sample["boxes"].shape == (1, 4) and sample["labels"].shape == (1,)
-        assert sample["labels"][0] in (1, 2, 3)  # image 1 keeps its first object, class 2
-        assert sample["crowd_boxes"].shape == (1, 4)
+    # Image 1 has objects of classes 2 and 3, then a crowd region.
+    for max_boxes, first_image in ((1, [2]), (2, [2, 3]), (3, [2, 3, dataset.crowd_label])):
+        seen = False
+        for sample in _samples(_train(dataset, batch_size=3, max_boxes=max_boxes, **NO_CROP)):
+            assert sample["boxes"].shape == (max_boxes, 4)
+            assert sample["labels"].shape == (max_boxes,)
+            if sample["labels"][0] == 2:
+                assert sample["labels"].tolist() == first_image
+                seen = True
+        assert seen
+    assert dataset.check_max_boxes(1) == (1, 2)  # image 1: 3 rows, 2 beyond the first
 
 
 def _without_annotations(root, tmp_path, image_ids):

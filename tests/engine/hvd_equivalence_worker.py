@@ -1,9 +1,14 @@
-"""Worker of test_horovod.py: train a small network without BatchNorm for a few steps.
+"""Worker of test_horovod.py: train a small network for a few steps, classifier or SSD.
 
 Run by horovodrun with N workers and batch B each, or alone with batch N*B; every run sees the
 same global batches in the same order, so the final weights must agree.
 
-    python hvd_equivalence_worker.py BATCH STEPS OUTPUT.params
+    python hvd_equivalence_worker.py {classification,ssd} BATCH STEPS OUTPUT.params
+
+The classifier has no BatchNorm, and the SSD's BatchNorm layers use their running statistics
+(frozen, as detectors fine-tuned from a classifier often train): batch statistics of b images
+differ from those of 2b by design, and would hide what the test is about, that gradients are
+averaged and losses normalised over the global batch.
 """
 import os
 import sys
@@ -21,23 +26,43 @@ from engine.optimization import exclude_from_weight_decay, make_lr_schedule, sgd
 from engine.tasks.classification import ClassificationTask  # noqa: E402
 
 CLASSES = 5
+SSD_SIDE = 64
+MAX_BOXES = 3
+CROWD_LABEL = CLASSES + 1
 
 
 def global_batches(global_batch, steps):
     rng = np.random.default_rng(1234)
     data = rng.standard_normal((steps * global_batch, 3, 8, 8)).astype(np.float32)
     labels = rng.integers(0, CLASSES, steps * global_batch).astype(np.int32)
-    return data, labels
+    return {"data": data, "label": labels}
 
 
-def worker_batches(batch, steps, rank, size):
+def global_detection_batches(global_batch, steps):
+    """Images with 1..MAX_BOXES objects each, then a crowd region in every third image
+    (relative boxes, the crowd label CLASSES + 1, rows of -1 pad)."""
+    rng = np.random.default_rng(1234)
+    count = steps * global_batch
+    data = rng.standard_normal((count, 3, SSD_SIDE, SSD_SIDE)).astype(np.float32)
+    boxes = -np.ones((count, MAX_BOXES + 1, 4), np.float32)
+    labels = -np.ones((count, MAX_BOXES + 1), np.int32)
+    for i in range(count):
+        n = rng.integers(1, MAX_BOXES + 1)
+        corner = rng.uniform(0, 0.6, (n, 2))
+        boxes[i, :n] = np.concatenate([corner, corner + rng.uniform(0.15, 0.4, (n, 2))], 1)
+        labels[i, :n] = rng.integers(1, CLASSES + 1, n)
+        if i % 3 == 0:
+            boxes[i, n], labels[i, n] = (0.6, 0.6, 0.95, 0.95), CROWD_LABEL
+    return {"data": data, "boxes": boxes, "labels": labels}
+
+
+def worker_batches(arrays, batch, steps, rank, size):
     """Global batch t is samples [t*G, (t+1)*G); worker r takes its r-th slice of it."""
-    data, labels = global_batches(batch * size, steps)
     batches = []
     for t in range(steps):
         start = t * batch * size + rank * batch
-        batches.append({"data": mx.nd.array(data[start:start + batch]),
-                        "label": mx.nd.array(labels[start:start + batch], dtype="int32")})
+        batches.append({name: mx.nd.array(values[start:start + batch], dtype=values.dtype)
+                        for name, values in arrays.items()})
     return batches
 
 
@@ -50,18 +75,49 @@ def small_network():
     return net
 
 
+def small_detector():
+    import models
+    net = models.get_model("ssd128_resnet18_fpn64", classes=CLASSES, image_size=SSD_SIDE)
+    for block in _blocks(net):
+        if isinstance(block, nn.BatchNorm):
+            block._kwargs["use_global_stats"] = True
+    mx.random.seed(7)
+    net.initialize(models.default_initializer())
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, SSD_SIDE, SSD_SIDE)))
+    return net
+
+
+def _blocks(block):
+    yield block
+    for child in block._children.values():
+        yield from _blocks(child)
+
+
+def setup(task_name, batch, steps, dist):
+    """(network, task, peak learning rate, this worker's batches) of `task_name`."""
+    if task_name == "classification":
+        net = small_network()
+        task = ClassificationTask(CLASSES, mx.cpu(), label_smoothing=0.1)
+        arrays, lr = global_batches(batch * dist.size, steps), 0.2
+    else:
+        from engine.tasks.ssd import SSDTask
+        net = small_detector()
+        task = SSDTask(mx.cpu(), SSD_SIDE, net.anchors(), CROWD_LABEL, dist=dist)
+        arrays, lr = global_detection_batches(batch * dist.size, steps), 0.01
+    return net, task, lr, worker_batches(arrays, batch, steps, dist.rank, dist.size)
+
+
 def main():
-    batch, steps, output = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    task_name, batch, steps, output = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     dist = init_distributed()
-    net = small_network()
+    net, task, lr, batches = setup(task_name, batch, steps, dist)
     dist.broadcast_parameters(net.collect_params())
     params = net.collect_params()
     exclude_from_weight_decay(params)
-    schedule = make_lr_schedule("cosine", 0.2, steps, 1, warmup_epochs=0.3)
+    schedule = make_lr_schedule("cosine", lr, steps, 1, warmup_epochs=0.3)
     trainer = dist.make_trainer(params, "sgd", sgd_params(schedule, 0.875, 1e-3, False))
-    task = ClassificationTask(CLASSES, mx.cpu(), label_smoothing=0.1)
-    loop = TrainLoop(net, trainer, task, worker_batches(batch, steps, dist.rank, dist.size),
-                     steps, batch, LossScaler(), hooks=[])
+    loop = TrainLoop(net, trainer, task, batches, steps, batch, LossScaler(), hooks=[])
     loop.run(0, 1)
     if dist.is_main:
         net.save_parameters(output)

@@ -138,3 +138,46 @@ def test_killed_and_resumed_run_ends_as_the_uninterrupted_one(straight_run, tiny
     # The epochs trained after resuming log the losses of the uninterrupted run.
     losses, expected_losses = _epoch_losses(tmp_path), _epoch_losses(straight_run)
     assert losses[EPOCHS - 1] == expected_losses[EPOCHS - 1]
+
+
+# ---------------------------------------------------------------------------- SSD
+# The same for a detector: DALI's COCO reader and its random crops, flips and colour factors
+# resume mid-run, and the step-based schedule (warm-up and cosine in steps) continues where
+# it was.
+SSD_STEPS, SSD_EPOCH_STEPS = 6, 2
+
+
+def _ssd_command(data_root, workspace, *extra):
+    return [os.path.join(ROOT, "runner"), "-n", "2", "-b", "2", "--data-root", str(data_root),
+            "--workspace", str(workspace), "--arch", "ssd128_resnet18_fpn64",
+            "--image-shape", "3,64,64", "--mode", "train", "--num-steps", str(SSD_STEPS),
+            "--epoch-steps", str(SSD_EPOCH_STEPS), "--warmup-steps", "2", "--lr", "0.1",
+            "--data-threads", "1", "--log-interval", "1", "--progress", "off",
+            "--stall-timeout", "120", *extra]
+
+
+@pytest.fixture(scope="module")
+def small_coco(tmp_path_factory):
+    from data.demo import make_detection
+    root = str(tmp_path_factory.mktemp("coco") / "demo")
+    make_detection(root, train_images=12, val_images=2, size=64, progress=False)
+    return root
+
+
+def test_killed_and_resumed_ssd_run_ends_as_the_uninterrupted_one(small_coco, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    _run(_ssd_command(small_coco, straight))
+    _kill_whole_run_when(_ssd_command(small_coco, resumed),
+                         lambda: os.path.isdir(_checkpoint(resumed, 1)))
+    epochs = SSD_STEPS // SSD_EPOCH_STEPS
+    assert not os.path.isdir(_checkpoint(resumed, epochs)), "killed too late to test resume"
+    log = _run(_ssd_command(small_coco, resumed, "--resume")).stdout
+    assert "using checkpoint" in log
+
+    expected_weights = mx.nd.load(os.path.join(_checkpoint(straight, epochs), "model.params"))
+    weights = mx.nd.load(os.path.join(_checkpoint(resumed, epochs), "model.params"))
+    assert weights.keys() == expected_weights.keys()
+    for name in expected_weights:
+        np.testing.assert_allclose(weights[name].asnumpy(), expected_weights[name].asnumpy(),
+                                   rtol=1e-6, atol=1e-7, err_msg=name)
+    assert _epoch_losses(resumed)[epochs - 1] == _epoch_losses(straight)[epochs - 1]

@@ -9,7 +9,7 @@ import pytest
 import models
 from models.resnet import ResNetV15Backbone
 from models.ssd import BOX_STDS, SharedHead, decode_detections, feature_sizes, retinanet_anchors
-from models.ssd_loss import encode_targets, sigmoid_focal_loss, ssd_loss
+from models.ssd_loss import crowd_rows, encode_targets, sigmoid_focal_loss, ssd_loss
 
 
 def _ssd(name="ssd256_resnet18_fpn", classes=3, seed=0):
@@ -23,6 +23,7 @@ def _ssd(name="ssd256_resnet18_fpn", classes=3, seed=0):
     ("ssd320_resnet50_fpn", 320, (40, 20, 10, 5, 3)),
     ("ssd320_resnet18_fpn", 320, (40, 20, 10, 5, 3)),
     ("ssd256_resnet18_fpn", 256, (32, 16, 8, 4, 2)),
+    ("ssd128_resnet18_fpn64", 128, (16, 8, 4, 2, 1)),
 ])
 def test_outputs_and_anchors_have_six_rows_per_cell(name, side, sizes):
     net = models.build_network(name, 80, "NCHW", (3, side, side), "float32", mx.cpu())
@@ -81,19 +82,34 @@ def test_head_rows_are_cells_row_major_then_anchors():
 
 
 def test_levels_are_concatenated_in_anchor_order():
+    # Changing one pyramid level changes that level's rows of the outputs, and no others.
     net = _ssd()
     x = mx.nd.random.uniform(shape=(1, 3, 256, 256))
     cls_logits, box_deltas = net(x)
+    levels = net.fpn(*net.backbone(x))
+    for head, output in ((net.class_head, cls_logits), (net.box_head, box_deltas)):
+        np.testing.assert_allclose(head(*levels).asnumpy(), output.asnumpy(), rtol=1e-5,
+                                   atol=1e-6)
     start = 0
-    for level, (h, w) in zip(net.fpn(*net.backbone(x)), feature_sizes(256)):
-        assert level.shape[2:] == (h, w)
+    for k, (h, w) in enumerate(feature_sizes(256)):
+        assert levels[k].shape[2:] == (h, w)
         end = start + h * w * 6
-        np.testing.assert_allclose(cls_logits[:, start:end].asnumpy(),
-                                   net.class_head(level).asnumpy(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(box_deltas[:, start:end].asnumpy(),
-                                   net.box_head(level).asnumpy(), rtol=1e-5, atol=1e-6)
+        changed = list(levels)
+        changed[k] = levels[k] + 1
+        for head, output in ((net.class_head, cls_logits), (net.box_head, box_deltas)):
+            diff = np.abs(head(*changed).asnumpy() - output.asnumpy()).max(axis=(0, 2))
+            assert (diff[start:end] > 0).mean() > 0.99
+            assert diff[:start].max(initial=0) == 0 and diff[end:].max(initial=0) == 0
         start = end
     assert start == net.anchors().shape[0]
+
+
+def test_each_level_has_its_own_tower_batchnorm():
+    net = _ssd()
+    # 4 tower convolutions x 5 levels, each with its own statistics; the convolutions shared.
+    assert len(net.class_head.tower) == 4 and len(net.class_head.norms) == 20
+    names = [name for name in net.class_head.collect_params() if "running_mean" in name]
+    assert len(names) == 20
 
 
 def test_class_bias_starts_at_the_prior():
@@ -156,10 +172,10 @@ def test_losses_without_positives_are_sums():
 _ANCHORS = [[0, 0, 10, 10], [20, 20, 40, 40], [0, 0, 20, 20], [50, 50, 60, 60]]
 
 
-def _targets(gt_boxes, gt_labels, gt_crowd=None, **kwargs):
+def _targets(gt_boxes, gt_labels, crowd_boxes=None, **kwargs):
     nd = mx.nd.array
     cls, box = encode_targets(nd(_ANCHORS), nd([gt_boxes]), nd([gt_labels]),
-                              None if gt_crowd is None else nd([gt_crowd]), **kwargs)
+                              None if crowd_boxes is None else nd([crowd_boxes]), **kwargs)
     return cls.asnumpy()[0], box.asnumpy()[0]
 
 
@@ -184,10 +200,17 @@ def test_targets_ignore_the_band_between_thresholds():
 
 
 def test_targets_ignore_background_inside_crowds_and_crowds_match_nothing():
-    cls, box = _targets([[0, 0, 30, 30], [50, 50, 60, 60]], [1, 2], gt_crowd=[1, 0])
+    # A batch's rows as the pipeline gives them: an object, a crowd region (label 3), padding.
+    boxes = np.array([[[50, 50, 60, 60], [0, 0, 30, 30], [-1, -1, -1, -1]]], np.float32)
+    labels = np.array([[2, 3, -1]])
+    objects, crowd = crowd_rows(boxes, labels, crowd_label=3)
+    np.testing.assert_array_equal(objects[0, 1], -1)
+    np.testing.assert_array_equal(crowd, [[[0, 0, 30, 30]]])
+    cls, box = _targets(objects[0], labels[0], crowd[0])
     # Anchors 0 and 2 lie inside the crowd; anchor 1 has a quarter of its area in it.
     np.testing.assert_array_equal(cls, [-1, 0, -1, 2])
     np.testing.assert_array_equal(box[:3], 0)
+    assert crowd_rows(boxes, np.array([[2, 1, -1]]), crowd_label=3)[1] is None
 
 
 def test_targets_of_an_image_without_objects_are_background():
@@ -250,7 +273,7 @@ def test_one_sgd_step_lowers_both_losses():
                             [[10, 10, 250, 240], [-1, -1, -1, -1]]])
     gt_labels = mx.nd.array([[1, 3], [2, -1]])
     cls_targets, box_targets = encode_targets(net.anchors(), gt_boxes, gt_labels)
-    trainer = mx.gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    trainer = mx.gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.01})
 
     def losses():
         with mx.autograd.record():
@@ -261,10 +284,10 @@ def test_one_sgd_step_lowers_both_losses():
     mx.autograd.backward([before["cls"], before["box"]])
     trainer.step(1)
     after = losses()
-    # Measured: -0.23% (cls) and -1.6% (box); a head cut off from its gradient still drifts
-    # through the shared backbone, by about 0.002%.
+    # Measured: -9.8% (cls) and -54% (box); a head cut off from its gradient would only
+    # drift through the shared backbone and pyramid.
     for key in ("cls", "box"):
-        assert after[key].asscalar() < 0.999 * before[key].asscalar(), key
+        assert after[key].asscalar() < 0.95 * before[key].asscalar(), key
 
 
 def test_decode_keeps_the_best_box_per_class():
@@ -296,3 +319,20 @@ def test_registry_tells_the_task_and_takes_classes():
     assert net.classes == 5 and net.image_size == (256, 256)
     with pytest.raises(ValueError, match="ssd320_resnet18_fpn"):
         models.model_task("ssd300_vgg16")
+
+
+def test_the_exported_network_gives_the_same_detections(tmp_path):
+    from engine.checkpoint import export_for_deployment
+    from models.ssd import detect
+    net = models.build_network("ssd128_resnet18_fpn64", 5, "NCHW", (3, 128, 128), "float32",
+                               mx.cpu(), seed=4)
+    images = mx.nd.random.uniform(-2, 2, shape=(2, 3, 128, 128))
+    # An untrained network scores everything near its prior (0.01): a threshold below it.
+    expected = net.detect(images, score_thresh=0.001).asnumpy()
+    export_for_deployment(net, str(tmp_path / "ssd"), 3)
+    deployed = mx.gluon.SymbolBlock.imports(str(tmp_path / "ssd-symbol.json"), ["data"],
+                                            str(tmp_path / "ssd-0003.params"))
+    found = detect(deployed, images, score_thresh=0.001).asnumpy()
+    assert (expected[:, :, 1] > 0).sum() == 200  # 100 detections per image
+    np.testing.assert_array_equal(found[:, :, 0], expected[:, :, 0])
+    np.testing.assert_allclose(found[:, :, 1:], expected[:, :, 1:], rtol=1e-5, atol=1e-4)
