@@ -16,10 +16,12 @@ HOROVOD_STAMP := $(VENV)/.horovod-installed
 
 setup: $(HOROVOD_STAMP) ops
 
-$(DEPS_STAMP): requirements.txt constraints.txt
+$(DEPS_STAMP): requirements.txt requirements-nodeps.txt constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 10), "Python 3.10+ needed, found " + sys.version' 
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -r requirements-nodeps.txt
+	$(PY) -c 'import mxnet, onnxruntime, numpy; assert numpy.__version__ == "1.23.5", numpy.__version__'
 	touch $@
 
 # Horovod compiles against the MXNet installed above (about 5 minutes on 2 cores).

@@ -336,3 +336,73 @@ def test_the_exported_network_gives_the_same_detections(tmp_path):
     assert (expected[:, :, 1] > 0).sum() == 200  # 100 detections per image
     np.testing.assert_array_equal(found[:, :, 0], expected[:, :, 0])
     np.testing.assert_allclose(found[:, :, 1:], expected[:, :, 1:], rtol=1e-5, atol=1e-4)
+
+
+def test_float16_cast_keeps_every_batchnorm_float32_and_float32_outputs():
+    net = models.build_network("ssd128_resnet18_fpn64", 5, "NCHW", (3, 128, 128), "float32",
+                               mx.cpu())
+    models.cast_network(net, "float16")
+    dtypes = {name: np.dtype(p.dtype) for name, p in net.collect_params().items()}
+    batchnorm = [n for n in dtypes if "batchnorm" in n]
+    convs = [n for n in dtypes if "conv" in n and n.endswith("weight")]
+    # Backbone, pyramid and the towers' per-level BatchNorms (2 towers x 2 convs x 5 levels).
+    assert len([n for n in batchnorm if "head" in n and n.endswith("gamma")]) == 20
+    assert all(dtypes[n] == np.float32 for n in batchnorm)
+    assert convs and all(dtypes[n] == np.float16 for n in convs)
+    outputs = net(mx.sym.var("data"))
+    assert mx.sym.Group(outputs).tojson().count('"amp_cast"') >= 2  # both outputs float32
+
+
+def _float16_step_on_gpu(layout):
+    """One float16 SSD training step on the GPU: (losses, the first conv's gradient)."""
+    ctx = mx.gpu(0)
+    shape = (3, 128, 128)
+    net = models.build_network("ssd128_resnet18_fpn64", 5, layout, shape, "float32", ctx)
+    models.cast_network(net, "float16")
+    images = mx.nd.random.uniform(shape=(2, 3, 128, 128), ctx=ctx, dtype="float16")
+    if layout == "NHWC":
+        images = images.transpose((0, 2, 3, 1))
+    boxes = mx.nd.array([[[10, 20, 60, 70], [70, 30, 120, 90]], [[5, 5, 100, 110],
+                                                                 [-1, -1, -1, -1]]], ctx=ctx)
+    labels = mx.nd.array([[1, 3], [5, -1]], ctx=ctx)
+    cls_targets, box_targets = encode_targets(net.anchors(ctx=ctx), boxes, labels)
+    with mx.autograd.record():
+        cls_logits, box_deltas = net(images)
+        losses = ssd_loss(cls_logits, box_deltas, cls_targets, box_targets)
+    mx.autograd.backward(list(losses.values()))
+    first = next(p for name, p in net.collect_params().items() if name.endswith("weight"))
+    return {k: v.asscalar() for k, v in losses.items()}, cls_logits.dtype, first.grad()
+
+
+@pytest.mark.gpu
+def test_float16_training_step_on_gpu():
+    losses, out_dtype, grad = _float16_step_on_gpu("NCHW")
+    assert out_dtype == np.float32 and grad.dtype == np.float16
+    assert all(np.isfinite(v) and v > 0 for v in losses.values())
+    assert float(grad.abs().sum().asscalar()) > 0
+
+
+@pytest.mark.gpu
+def test_nhwc_float16_training_step_on_gpu():
+    losses, _, grad = _float16_step_on_gpu("NHWC")
+    assert all(np.isfinite(v) and v > 0 for v in losses.values())
+    assert float(grad.abs().sum().asscalar()) > 0
+
+
+@pytest.mark.gpu
+def test_network_on_gpu_matches_cpu_and_detects():
+    cpu = models.build_network("ssd128_resnet18_fpn64", 5, "NCHW", (3, 128, 128), "float32",
+                               mx.cpu(), seed=2)
+    gpu = models.build_network("ssd128_resnet18_fpn64", 5, "NCHW", (3, 128, 128), "float32",
+                               mx.gpu(0), seed=2)
+    for (_, a), (_, b) in zip(sorted(cpu.collect_params().items()),
+                              sorted(gpu.collect_params().items())):
+        b.set_data(a.data().as_in_context(mx.gpu(0)))
+    images = mx.nd.random.uniform(-2, 2, shape=(2, 3, 128, 128))
+    for a, b in zip(cpu(images), gpu(images.as_in_context(mx.gpu(0)))):
+        np.testing.assert_allclose(b.asnumpy(), a.asnumpy(), rtol=1e-3, atol=1e-3)
+    # Decoding and NMS run through ops/' CUDA kernels: full, best-first, boxes in the image.
+    found = gpu.detect(images.as_in_context(mx.gpu(0)), score_thresh=0.001).asnumpy()
+    assert found.shape == (2, 100, 6) and (found[:, :, 1] > 0).all()
+    assert (np.diff(found[:, :, 1], axis=1) <= 0).all()
+    assert (found[:, :, 2:] >= 0).all() and (found[:, :, 2:] <= 128).all()

@@ -1,0 +1,1 @@
+"""Serving trained networks outside MXNet: ONNX export (`deploy.onnx_export`)."""
