@@ -315,14 +315,15 @@ def normalize_annotations(doc, source="annotations", drop_images=(), keep_segmen
     kept.sort(key=lambda item: item[:3])
     annotations = [item[3] for item in kept]
     objects, crowds = _per_image_counts(images, kept)
+    rows = [objects[i] + crowds[i] for i in objects]
     stats.update(images=len(images), objects=sum(objects.values()),
                  crowd=sum(crowds.values()),
                  empty_images=sum(1 for im in images if not objects[im["id"]]),
                  objects_per_image=_histogram(objects.values()),
                  crowd_per_image=_histogram(crowds.values()),
-                 rows_per_image=_histogram(objects[i] + crowds[i] for i in objects),
+                 rows_per_image=_histogram(rows),
                  max_objects_per_image=max(objects.values(), default=0),
-                 max_rows_per_image=max((objects[i] + crowds[i] for i in objects), default=0))
+                 max_rows_per_image=max(rows, default=0))
     out_categories = [dict(id=i + 1, name=name) for i, name in enumerate(categories.names)]
     out_categories.append(dict(id=crowd_label, name=CROWD_NAME))
     normalized = dict(

@@ -78,9 +78,7 @@ def small_network():
 def small_detector():
     import models
     net = models.get_model("ssd128_resnet18_fpn64", classes=CLASSES, image_size=SSD_SIDE)
-    for block in _blocks(net):
-        if isinstance(block, nn.BatchNorm):
-            block._kwargs["use_global_stats"] = True
+    net.apply(_freeze_batchnorm)
     mx.random.seed(7)
     net.initialize(models.default_initializer())
     net.hybridize()
@@ -88,10 +86,9 @@ def small_detector():
     return net
 
 
-def _blocks(block):
-    yield block
-    for child in block._children.values():
-        yield from _blocks(child)
+def _freeze_batchnorm(block):
+    if isinstance(block, nn.BatchNorm):
+        block._kwargs["use_global_stats"] = True
 
 
 def setup(task_name, batch, steps, dist):
