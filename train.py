@@ -7,6 +7,10 @@ own); the task follows from `--arch`. Modes: `train`, `val` (evaluate a checkpoi
 `config.json`, `log.jsonl` and `train.log`, `checkpoints/epoch-NNNN/`, `bbox.json`
 (detection), and `<model-prefix>-symbol.json` / `-NNNN.params` for deployment.
 
+A record that fails to decode is left out and counted (`--bad-data skip`, the default: one
+bad image in a million must not end a run hours in) or stops every worker with a message
+naming it (`--bad-data stop`); `--check-data` decodes a sample of each split first.
+
 Exit status: 0 done; 2 a usage, data or checkpoint error (the message says what to change);
 3 training diverged (the loss became NaN or infinite); 75 a worker waited on the others for
 longer than --stall-timeout.
@@ -30,10 +34,11 @@ import mxnet as mx  # noqa: E402
 
 import models
 from data.coco import CocoError, prepare_coco
+from data.check_data import check_data
 from data.coco_loaders import CocoLoaderConfig, build_coco_loader
 from data.loaders import DataError, LoaderConfig, build_loader
 from engine.checkpoint import CheckpointError, latest_checkpoint
-from engine.distributed import init_distributed
+from engine.distributed import HOROVOD_SHUT_DOWN, init_distributed, peer_left
 from engine.files import write_json
 from engine.hooks import CheckpointHook, EvalHook, SyncBatchNormStatsHook
 from engine.logger import LoggerHook
@@ -163,6 +168,25 @@ def prepare_coco_splits(args, dist):
     return datasets
 
 
+def check_data_first(args, dist):
+    """--check-data: rank 0 decodes a sample of each split the mode reads; every worker
+    learns of a bad one (or they would wait for rank 0)."""
+    error = None
+    if dist.is_main:
+        detection = models.model_task(args.arch) == "detection"
+        names = {"train": args.train_split, "val": args.val_split}
+        splits = [names[s] if detection else s for s in data_splits(args.mode)]
+        try:
+            for line in check_data(args.data_root, splits, args.check_data, detection,
+                                   _data_threads(args, dist)):
+                log.info("--check-data: %s", line)
+        except DataError as failure:
+            error = str(failure)
+    error = dist.broadcast_object(error, "data.checked")
+    if error:
+        raise DataError(error)
+
+
 def _data_threads(args, dist):
     return args.data_threads or max(1, (os.cpu_count() or 1) // dist.local_size)
 
@@ -172,7 +196,7 @@ def worker_data(args, dist, device_id, dtype, backend):
     return dict(backend=backend, batch_size=args.batch_size, dtype=dtype, layout=args.layout,
                 rank=dist.rank, world_size=dist.size, device_id=device_id,
                 num_threads=_data_threads(args, dist), seed=args.seed,
-                hw_decoder_load=args.hw_decoder_load)
+                hw_decoder_load=args.hw_decoder_load, bad_data=args.bad_data)
 
 
 def loader_config(args, dist, device_id, dtype, backend):
@@ -299,6 +323,8 @@ def main(argv=None):
             write_json(os.path.join(args.workspace, "config.json"), config)
         wants_checkpoint = args.resume or (args.mode == "val" and not args.load)
         checkpoint = find_resume_checkpoint(args, dist) if wants_checkpoint else None
+        if args.check_data is not None and args.data_backend != "synthetic":
+            check_data_first(args, dist)
         detection = models.model_task(args.arch) == "detection"
         setup = (detection_setup if detection else classification_setup)(
             args, dist, ctx, device_id, dtype, backend)
@@ -320,6 +346,13 @@ def main(argv=None):
     except TrainingDiverged as error:
         log.error("%s", error)
         return EXIT_DIVERGED
+    except mx.base.MXNetError as error:
+        if not peer_left(error):
+            raise
+        # Another worker failed first and its message names the cause; a traceback here would
+        # only bury it. The line keeps Horovod's words: the launcher recognises followers by them.
+        log.error("stopping too: another worker stopped first (%s)", HOROVOD_SHUT_DOWN)
+        return 1
     if dist.is_main:
         _report(args, task, metrics)
     dist.finish()

@@ -5,6 +5,7 @@ synthetic training batch in the same format.
 Training batches are ``{"data", "boxes", "labels"}``; evaluation batches
 ``{"data", "image_ids", "image_sizes"}`` (see `data/coco_pipelines.py` for shapes and padding).
 """
+import os
 from dataclasses import dataclass
 
 import mxnet as mx
@@ -57,12 +58,16 @@ def build_coco_loader(config, dataset, split, checkpoint=None):
                   num_threads=config.num_threads, device_id=config.device_id if gpu else None,
                   seed=config.seed + 1000 * config.rank, enable_checkpointing=True,
                   checkpoint=dali_checkpoint(checkpoint))
+    # DALI cannot skip an image it fails to decode; the run stops, saying how to find them all.
+    root, folder = os.path.split(os.path.normpath(dataset.image_dir))
+    hint = (f"find every image of {dataset.image_dir} that fails with `python -m "
+            f"data.coco_check {root} --splits {folder}`, then replace or remove it")
     if split == "train":
         dataset.check_max_boxes(config.max_boxes)
         pipeline = ssd_train_pipeline(max_boxes=config.max_boxes, **common)
-        return DALILoader(pipeline, TRAIN_OUTPUTS, LastBatchPolicy.DROP)
+        return DALILoader(pipeline, TRAIN_OUTPUTS, LastBatchPolicy.DROP, failure_hint=hint)
     pipeline = ssd_eval_pipeline(**common)
-    return DALILoader(pipeline, EVAL_OUTPUTS, LastBatchPolicy.PARTIAL)
+    return DALILoader(pipeline, EVAL_OUTPUTS, LastBatchPolicy.PARTIAL, failure_hint=hint)
 
 
 class SyntheticDetectionLoader(RepeatedBatchLoader):

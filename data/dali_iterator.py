@@ -52,13 +52,17 @@ class DALIMXNetIterator(_DaliBaseIterator):
         See the table in the module docstring.
     auto_reset : bool
         Reset at the end of each epoch, so that the iterator can be looped over again.
+    prepare_first_batch : bool
+        Run the pipeline for the first batch now (False: at the first `next`, so that a
+        failing first batch fails there, where the loader handles failures).
     """
 
     def __init__(self, pipeline, output_names, reader_name, last_batch_policy,
-                 auto_reset=True):
+                 auto_reset=True, prepare_first_batch=True):
         self.output_names = tuple(output_names)
         super().__init__([pipeline], reader_name=reader_name, auto_reset=auto_reset,
-                         last_batch_policy=last_batch_policy)
+                         last_batch_policy=last_batch_policy,
+                         prepare_first_batch=prepare_first_batch)
         self._first_batch = None
         if self._prepare_first_batch:
             try:

@@ -5,12 +5,17 @@ Usage (the flags of MXNet's ``tools/im2rec.py``)::
     python -m data.im2rec --list --recursive [--train-ratio 0.9] PREFIX ROOT   # PREFIX*.lst
     python -m data.im2rec [--pass-through] [--num-thread 4] PREFIX ROOT       # PREFIX*.rec/.idx
     python -m data.im2rec --index-only PREFIX                                 # rebuild PREFIX.idx
+    python -m data.im2rec --check PREFIX.rec [--repair] [--compact OUT]        # find bad records
 
 The output is read by ``mx.io.ImageRecordIter``, ``mx.recordio`` and DALI's ``readers.mxnet``.
 Unlike MXNet's tool, every image is decoded once (strictly) while writing: empty, non-image,
 truncated or corrupt files are reported by path and left out; PNG, GIF, BMP, greyscale and
 CMYK inputs become 3-channel JPEGs; records follow the ``.lst`` order whatever the worker
 count, so the same input gives byte-identical files.
+
+``--check`` decodes every record of an existing ``.rec`` (one made by MXNet's tool may hold
+anything) as DALI and ImageRecordIter do and names the bad ones; ``--repair`` leaves them out
+of the ``.idx`` (see `data.record_check`).
 """
 import argparse
 import multiprocessing
@@ -23,6 +28,7 @@ from collections import namedtuple
 from tqdm import tqdm
 
 from data.image_files import init_worker, prepare_task
+from data import record_check
 from data.recordio import RecordFileWriter, build_index, pack_image_record
 from engine.files import atomic_open
 
@@ -353,15 +359,19 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog='python -m data.im2rec', formatter_class=argparse.RawDescriptionHelpFormatter,
         description='Create image lists (--list), or RecordIO .rec/.idx files from every '
-                    'PREFIX*.lst,\nor rebuild a missing .idx (--index-only).',
+                    'PREFIX*.lst,\nor rebuild a missing .idx (--index-only), or find the '
+                    'records of a .rec that do not\ndecode (--check) and leave them out of '
+                    'its .idx (--repair).',
         epilog='examples:\n'
                '  python -m data.im2rec --list --recursive train /data/raw/train\n'
                '  python -m data.im2rec --pass-through --num-thread 8 train /data/raw/train\n'
-               '  python -m data.im2rec --index-only train')
+               '  python -m data.im2rec --index-only train\n'
+               '  python -m data.im2rec --check /data/imagenet/train.rec --repair\n\n'
+               '--check exits with status 1 when it finds a bad record (status 0: none).')
     parser.add_argument('prefix', help='prefix of the .lst/.rec/.idx files (a folder: all .lst '
                         'files in it)')
     parser.add_argument('root', nargs='?', help='folder with the images; the .lst paths are '
-                        'relative to it (not needed with --index-only)')
+                        'relative to it (not needed with --index-only or --check)')
     g = parser.add_argument_group('creating image lists')
     g.add_argument('--list', action='store_true', help='walk ROOT and write PREFIX*.lst instead '
                    'of record files')
@@ -393,18 +403,32 @@ def parse_args(argv=None):
                    'centred square')
     g.add_argument('--quality', type=int, default=95, help='JPEG quality of re-encoded images, '
                    '1-100 (default: %(default)s)')
-    g.add_argument('--num-thread', type=int, default=1, help='worker processes for decoding and '
-                   'encoding; the output is the same for any number (default: %(default)s)')
+    g.add_argument('--num-thread', type=int, default=None, help='worker processes for decoding '
+                   'and encoding; the output is the same for any number (default: 1); with '
+                   '--check, decoding threads (default: every core)')
     g.add_argument('--pack-label', action='store_true', help='store all label columns of the '
                    '.lst, not only the first')
     g.add_argument('--index-only', action='store_true', help='rebuild PREFIX.idx from an existing '
                    'PREFIX.rec (DALI needs the .idx)')
     g.add_argument('--no-progress', dest='progress', action='store_false',
                    help='no progress bar')
+    g = parser.add_argument_group('checking existing record files')
+    g.add_argument('--check', action='store_true', help='decode every record of PREFIX.rec '
+                   'as DALI and ImageRecordIter do and report each bad one by key, offset and '
+                   'reason (a missing .idx is rebuilt first)')
+    g.add_argument('--repair', action='store_true', help='with --check: write a new PREFIX.idx '
+                   'without the bad records (the old one is kept as PREFIX.idx.orig); DALI '
+                   'and mx.recordio then never read them. The .rec is not rewritten')
+    g.add_argument('--compact', metavar='OUT_PREFIX', help='with --check: also copy the good '
+                   'records to OUT_PREFIX.rec/.idx. Only --data-backend mxnet needs it: '
+                   'ImageRecordIter reads every byte between two index entries, so it still '
+                   'decodes records an index leaves out')
     args = parser.parse_args(argv)
-    if args.root is None and not args.index_only:
+    if (args.repair or args.compact) and not args.check:
+        parser.error('--repair and --compact go with --check')
+    if args.root is None and not (args.index_only or args.check):
         parser.error('ROOT is required (the folder with the images)')
-    if args.num_thread < 1:
+    if args.num_thread is not None and args.num_thread < 1:
         parser.error('--num-thread must be at least 1')
     return args
 
@@ -424,6 +448,50 @@ def _index_only(prefix):
           % (count, rec, os.path.splitext(rec)[0] + '.idx'))
 
 
+def _check(args):
+    """--check [--repair] [--compact]: returns the exit status (1 when a record is bad)."""
+    rec = args.prefix if args.prefix.endswith('.rec') else args.prefix + '.rec'
+    idx = os.path.splitext(rec)[0] + '.idx'
+    if not os.path.isfile(rec):
+        raise Im2RecError('%s does not exist; --check needs the .rec file (give PREFIX or '
+                          'PREFIX.rec)' % rec)
+    if not os.path.isfile(idx):
+        print('im2rec: %s has no index; rebuilding %s first' % (rec, idx))
+        _index_only(rec)
+    try:
+        entries = record_check.read_entries(idx)
+    except ValueError as exc:
+        raise Im2RecError(str(exc)) from None
+    start = time.perf_counter()
+    bad = record_check.check_records(rec, entries, args.num_thread, args.progress)
+    seconds = time.perf_counter() - start
+    for line in record_check.describe_bad(bad):
+        print('im2rec: bad record in %s: %s' % (rec, line))
+    print('im2rec: checked %d records of %s in %.1f s (%.0f records/s): %d bad'
+          % (len(entries), rec, seconds, len(entries) / max(seconds, 1e-9), len(bad)))
+    try:
+        _repair(args, rec, idx, entries, bad)
+    except OSError as exc:
+        raise Im2RecError('cannot write next to %s (%s); the old files are unchanged'
+                          % (rec, exc.strerror or exc)) from None
+    return 1 if bad else 0
+
+
+def _repair(args, rec, idx, entries, bad):
+    if args.repair and bad:
+        kept, original = record_check.repair_index(idx, entries, bad)
+        print('im2rec: wrote %s with %d of %d records (the bad ones left out); the previous '
+              'index is %s' % (idx, kept, len(entries), original))
+    elif bad:
+        print('im2rec: to leave them out of the index: %s' % record_check.repair_command(rec))
+    if args.compact:
+        left_out = {(b.key, b.offset) for b in bad}
+        count = record_check.compact_records(
+            rec, [e for e in entries if e not in left_out], os.path.abspath(args.compact),
+            args.progress)
+        print('im2rec: copied %d good records to %s.rec (+ .idx)' % (count, args.compact))
+
+
 def _write_records(args):
     if not os.path.isdir(args.root):
         raise Im2RecError('image folder %r does not exist; ROOT must be the folder the paths '
@@ -436,7 +504,7 @@ def _write_records(args):
         result = write_record_file(
             lst, args.root, pass_through=args.pass_through, resize=args.resize,
             quality=args.quality, center_crop=args.center_crop, pack_label=args.pack_label,
-            num_workers=args.num_thread, progress=args.progress)
+            num_workers=args.num_thread or 1, progress=args.progress)
         n = result.written + len(result.skipped)
         print('im2rec: %s: wrote %d of %d images to %s (+ .idx), %d re-encoded, %d passed '
               'through; skipped %d%s; %.1f s, %.0f images/s'
@@ -453,6 +521,8 @@ def main(argv=None):
     args.prefix = os.path.abspath(args.prefix)
     args.root = args.root and os.path.abspath(args.root)
     try:
+        if args.check:
+            return _check(args)
         if args.index_only:
             _index_only(args.prefix)
         elif args.list:

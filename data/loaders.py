@@ -15,6 +15,7 @@ backend        what it is
 =============  ====================================================================
 """
 import base64
+import gc
 import math
 import os
 from dataclasses import dataclass
@@ -22,15 +23,16 @@ from dataclasses import dataclass
 import mxnet as mx
 import numpy as np
 
+from data.bad_records import (RecordShardRecovery, check_index_covers_file,
+                              image_record_iter_failure)
 from data.dali_iterator import DALIMXNetIterator, LastBatchPolicy
-from data.pipelines import (IMAGENET_MEAN, IMAGENET_STD, READER_NAME,
-                            classification_train_pipeline, classification_val_pipeline)
+from data.decode_check import keep_failed
+from data.files import DataError, record_files  # noqa: F401  (part of this module's API)
+from data.pipelines import (HW_DECODER_LOAD, IMAGENET_MEAN, IMAGENET_STD, READER_NAME,
+                            classification_train_pipeline, classification_val_pipeline,
+                            val_resize_shorter)
 
 BACKENDS = ("dali-gpu", "dali-cpu", "mxnet", "synthetic")
-
-
-class DataError(ValueError):
-    """The data given cannot be read; the message says what to do."""
 
 
 @dataclass
@@ -38,7 +40,8 @@ class WorkerDataConfig:
     """What every loader needs to know of the worker it feeds, whatever the task.
 
     `device_id` is the GPU of this worker, or None on CPU; `rank` and `world_size` choose its
-    shard; `seed` is the run's (each worker's pipeline adds its rank).
+    shard; `seed` is the run's (each worker's pipeline adds its rank); `bad_data` is what a
+    record that fails to decode does ("skip" or "stop", see `data.bad_records`).
     """
     backend: str
     batch_size: int
@@ -49,7 +52,8 @@ class WorkerDataConfig:
     device_id: int = None
     num_threads: int = 4
     seed: int = 0
-    hw_decoder_load: float = 0.65
+    hw_decoder_load: float = HW_DECODER_LOAD
+    bad_data: str = "skip"
 
 
 @dataclass
@@ -73,35 +77,7 @@ class LoaderConfig(WorkerDataConfig):
 
     @property
     def val_resize_shorter(self):
-        return self.resize_shorter or int(round(self.image_shape[1] * 256 / 224))
-
-
-def record_files(data_root, split):
-    """Paths of `split`.rec and `split`.idx under `data_root`, checked to exist and be readable.
-
-    Raises
-    ------
-    DataError
-        Naming the missing or unreadable file and how to make it.
-    """
-    if not os.path.isdir(data_root):
-        raise DataError(f"data root {data_root!r} is not a directory; pass --data-root with the "
-                        f"folder holding train.rec/.idx and val.rec/.idx "
-                        f"(make them with `python -m data.im2rec`)")
-    rec = os.path.join(data_root, f"{split}.rec")
-    idx = os.path.join(data_root, f"{split}.idx")
-    if not os.path.isfile(rec):
-        raise DataError(f"{rec} does not exist; create it with "
-                        f"`python -m data.im2rec {os.path.join(data_root, split)} IMAGE_FOLDER`")
-    if not os.path.isfile(idx):
-        raise DataError(f"{rec} has no index {idx}; DALI needs it to shard the data. Rebuild "
-                        f"it with `python -m data.im2rec --index-only {rec}`")
-    for path in (rec, idx):
-        if not os.access(path, os.R_OK):
-            raise DataError(f"{path} is not readable (check its permissions)")
-        if os.path.getsize(path) == 0:
-            raise DataError(f"{path} is empty; recreate it with `python -m data.im2rec`")
-    return rec, idx
+        return self.resize_shorter or val_resize_shorter(self.image_shape[1])
 
 
 def build_loader(config, split, checkpoint=None):
@@ -131,6 +107,13 @@ class DALILoader:
     """A DALI pipeline (built with ``enable_checkpointing=True`` and its reader named
     `READER_NAME`) behind the common loader interface; every task's DALI loaders are one.
 
+    DALI cannot skip a sample that fails to decode: the pipeline dies. With a `recovery`
+    (`data.bad_records.RecordShardRecovery`) the loader has the bad records found and,
+    under ``--bad-data skip``, goes on with pipelines that leave them out (one per pass,
+    over the pass's shard). Each pass keeps the length passes had before, so that every
+    worker takes the same number of steps. Without a recovery, a failure becomes a
+    `DataError` that ends with `failure_hint` (how to find the bad file).
+
     Parameters
     ----------
     pipeline : nvidia.dali.Pipeline
@@ -138,25 +121,98 @@ class DALILoader:
         The batch dict's keys, one per pipeline output.
     policy : LastBatchPolicy
         DROP for training (equal step counts on every worker), PARTIAL for evaluation.
+    recovery : RecordShardRecovery, optional
+    state : dict, optional
+        What `state()` returned, when resuming (the pass count and length).
+    failure_hint : str
     """
 
-    def __init__(self, pipeline, output_names, policy):
-        self._iterator = DALIMXNetIterator(pipeline, output_names, READER_NAME, policy)
+    def __init__(self, pipeline, output_names, policy, recovery=None, state=None,
+                 failure_hint=""):
+        self.output_names = tuple(output_names)
+        self.policy = policy
+        self.recovery = recovery
+        self.failure_hint = failure_hint
+        state = state if isinstance(state, dict) else {}
+        self.passes = state.get("passes", 0)  # passes begun before the current one
+        self._iterator = self._iterate(pipeline)
+        self.pass_batches = state.get("pass_batches") or len(self._iterator)
+
+    def _iterate(self, pipeline):
+        # The first batch runs at the first `next`, inside __iter__, where failures are met.
+        return DALIMXNetIterator(pipeline, self.output_names, READER_NAME, self.policy,
+                                 prepare_first_batch=False)
+
+    @property
+    def skipping(self):
+        """True once bad records are left out."""
+        return self.recovery is not None and bool(self.recovery.excluded)
+
+    @property
+    def skipped_samples(self):
+        """Samples of the current pass left out as bad (for the epoch log)."""
+        return self.recovery.skipped(self.passes) if self.skipping else 0
 
     def __iter__(self):
-        return iter(self._iterator)
+        given, last = 0, None  # batches of this pass given out, and the latest of them
+        while True:
+            try:
+                for index, batch in enumerate(self._iterator):
+                    # After a rebuild the pass goes on where it stopped: the batches it
+                    # had given are read again and dropped.
+                    if given <= index and given < self.pass_batches:
+                        given, last = given + 1, batch
+                        yield batch
+                break
+            except RuntimeError as error:  # DALI's pipeline failed, and is gone
+                keep_failed(self._iterator)
+                self._iterator = self._iterate(self._recover(error))
+        # Leaving records out can make a training pass a batch short, and every worker
+        # must take the same steps (allreduce): its last batch is taken again.
+        while self.skipping and self.policy == LastBatchPolicy.DROP and \
+                last is not None and given < self.pass_batches:
+            given += 1
+            yield last
+        self.passes += 1
+        if self.skipping:  # the next pass reads the next shard, again without bad records
+            self._iterator = self._iterate(self.recovery.pipeline(self.passes))
+
+    def _recover(self, error):
+        """The pipeline to go on with after DALI's `error`, or a DataError."""
+        if self.recovery is None:
+            raise DataError(f"DALI failed on a sample ({_dali_reason(error)}); "
+                            f"{self.failure_hint}") from error
+        self.recovery.handle_failure(error, self.passes)
+        return self.recovery.pipeline(self.passes)
 
     def __len__(self):
-        return len(self._iterator)
+        return self.pass_batches
 
     def state(self):
         # DALI serialises reader positions and random generator states as bytes; base64
         # keeps them inside the checkpoint's JSON.
-        return base64.b64encode(self._iterator.checkpoints()[0]).decode("ascii")
+        state = {"pipeline": base64.b64encode(self._iterator.checkpoints()[0]).decode("ascii"),
+                 "passes": self.passes, "pass_batches": self.pass_batches}
+        if self.skipping:
+            state["excluded"] = self.recovery.state()
+        return state
+
+
+def _dali_reason(error):
+    """The cause in DALI's error text: the line after "encountered:" (e.g. "nvImageCodec
+    failure: '#3'"), else the first that mentions decoding or a failure."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if "encountered:" in lines and lines.index("encountered:") + 1 < len(lines):
+        return lines[lines.index("encountered:") + 1]
+    return next((line for line in lines if "decode" in line.lower() or "failure" in
+                 line.lower()), "its error is above")
 
 
 def dali_checkpoint(state):
-    """The bytes a DALI pipeline restores from, given what `DALILoader.state()` returned."""
+    """The bytes a DALI pipeline restores from, given what `DALILoader.state()` returned
+    (a dict; a base64 string in checkpoints of earlier versions)."""
+    if isinstance(state, dict):
+        state = state.get("pipeline")
     return base64.b64decode(state) if state else None
 
 
@@ -164,27 +220,43 @@ def _classification_dali_loader(config, split, rec, idx, checkpoint=None):
     gpu = config.backend == "dali-gpu"
     if gpu and config.device_id is None:
         raise DataError("--data-backend dali-gpu needs a GPU; use dali-cpu on CPU machines")
-    common = dict(rec_path=rec, idx_path=idx, shard_id=config.rank,
-                  num_shards=config.world_size, crop_size=config.crop_size,
+    train = split == "train"
+    common = dict(rec_path=rec, crop_size=config.crop_size,
                   decoder_device="mixed" if gpu else "cpu",
                   hw_decoder_load=config.hw_decoder_load, dtype=config.dtype,
                   layout=config.layout, pad_channels=config.pad_channels,
                   batch_size=config.batch_size, num_threads=config.num_threads,
-                  device_id=config.device_id if gpu else None,
-                  # Different augmentation streams per worker, reproducible per seed.
-                  seed=config.seed + 1000 * config.rank, enable_checkpointing=True,
-                  checkpoint=dali_checkpoint(checkpoint))
-    if split == "train":
-        pipeline = classification_train_pipeline(
-            random_area=config.random_area, random_aspect_ratio=config.random_aspect_ratio,
-            **common)
-        _check_shard_holds_a_batch(pipeline, rec, config)
-        policy = LastBatchPolicy.DROP
+                  device_id=config.device_id if gpu else None, enable_checkpointing=True)
+    if train:
+        make = classification_train_pipeline
+        common.update(random_area=config.random_area,
+                      random_aspect_ratio=config.random_aspect_ratio)
     else:
-        pipeline = classification_val_pipeline(resize_shorter=config.val_resize_shorter,
-                                                **common)
-        policy = LastBatchPolicy.PARTIAL
-    return DALILoader(pipeline, ["data", "label"], policy)
+        make = classification_val_pipeline
+        common.update(resize_shorter=config.val_resize_shorter)
+
+    def make_pipeline(idx_path, shard_id, num_shards, pass_index=None, state=None):
+        # Different augmentation streams per worker, reproducible per seed; the pipeline of
+        # one pass (records left out) gets a stream of its own.
+        seed = config.seed + 1000 * config.rank
+        if pass_index is not None:
+            seed += 7919 * (pass_index + 1)
+        return make(idx_path=idx_path, shard_id=shard_id, num_shards=num_shards, seed=seed,
+                    checkpoint=state, **common)
+
+    saved = checkpoint if isinstance(checkpoint, dict) else {}
+    recovery = RecordShardRecovery(rec, idx, make_pipeline, config.rank, config.world_size,
+                                   config.bad_data, config.num_threads,
+                                   saved.get("excluded", ()))
+    if recovery.excluded:  # resumed after records were left out: the same pipelines
+        pipeline = recovery.pipeline(saved.get("passes", 0), dali_checkpoint(checkpoint))
+    else:
+        pipeline = make_pipeline(idx, config.rank, config.world_size,
+                                 state=dali_checkpoint(checkpoint))
+        if train:
+            _check_shard_holds_a_batch(pipeline, rec, config)
+    policy = LastBatchPolicy.DROP if train else LastBatchPolicy.PARTIAL
+    return DALILoader(pipeline, ["data", "label"], policy, recovery, saved)
 
 
 class RecordIterLoader:
@@ -195,10 +267,16 @@ class RecordIterLoader:
     are split by bytes, not samples, and the last batch wraps around to the file's start (the
     next epoch then starts where the wrap ended), so each pass uses a fresh iterator and
     counts samples by their index in the file.
+
+    ImageRecordIter cannot skip a record that fails to decode, nor honour an index that
+    leaves records out (`data.bad_records`): both stop the run with a DataError naming the
+    records and what to do.
     """
 
     def __init__(self, config, split, rec, idx):
+        check_index_covers_file(rec, idx)
         self.config = config
+        self.rec, self.idx = rec, idx
         self.train = split == "train"
         self.num_records = _count_index_entries(idx)
         options = dict(path_imgrec=rec, path_imgidx=idx, data_shape=tuple(config.image_shape),
@@ -216,14 +294,33 @@ class RecordIterLoader:
         else:
             options.update(shuffle=False, resize=config.val_resize_shorter)
         self._options = options
-        self._iterator = mx.io.ImageRecordIter(**options) if self.train else None
+        self._iterator = self._record_iter() if self.train else None
         # Parts differ in size; training takes whole batches of the smallest possible part so
         # that every worker takes the same number of steps.
         self._train_batches = self.num_records // config.world_size // config.batch_size
         self._shard = _shard_range(self.num_records, config.rank, config.world_size)
 
+    def _record_iter(self):
+        try:
+            return mx.io.ImageRecordIter(**self._options)  # decodes its first batch now
+        except mx.base.MXNetError:
+            pass  # outside the except block, so that the failed iterator can be freed
+        self._failed()
+
     def __iter__(self):
-        return self._train_stream() if self.train else self._val_stream()
+        try:
+            yield from (self._train_stream() if self.train else self._val_stream())
+            return
+        except mx.base.MXNetError:
+            pass
+        self._failed()
+
+    def _failed(self):
+        # The failed iterator (and its threads) must be gone before the bad records are
+        # looked for: DALI and OpenCV decoding next to them crashed the process.
+        self._iterator = None
+        gc.collect()
+        raise DataError(image_record_iter_failure(self.rec, self.idx, self.config.num_threads))
 
     def _train_stream(self):
         produced = 0
@@ -238,7 +335,7 @@ class RecordIterLoader:
     def _val_stream(self):
         start, end = self._shard
         position = 0  # index of the batch's first sample in the file
-        for batch in mx.io.ImageRecordIter(**self._options):
+        for batch in self._record_iter():
             first, last = max(start, position), min(end, position + self.config.batch_size)
             if first < last:
                 rows = slice(first - position, last - position)

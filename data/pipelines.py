@@ -15,8 +15,18 @@ READER_NAME = "Reader"  # the iterator reads epoch size and shard layout from th
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
+# The share of JPEGs sent to the hardware decoder (A100/H100/H200) by default: leaves the
+# CUDA decoder part of the work, which was faster than either alone in training (train.py's
+# --hw-decoder-load).
+HW_DECODER_LOAD = 0.65
+
 _DALI_DTYPES = {"float32": types.FLOAT, "float16": types.FLOAT16}
 _DALI_LAYOUTS = {"NCHW": "CHW", "NHWC": "HWC"}
+
+
+def val_resize_shorter(crop_height):
+    """The shorter side evaluation resizes to before the centre crop: ImageNet's 256 for 224."""
+    return int(round(crop_height * 256 / 224))
 
 
 def _read_records(rec_path, idx_path, shard_id, num_shards, shuffle):

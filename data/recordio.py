@@ -23,7 +23,8 @@ from collections import namedtuple
 from engine.files import atomic_open
 
 __all__ = ['RECORDIO_MAGIC', 'IRHeader', 'RecordFileWriter', 'build_index', 'frame_record',
-           'iter_records', 'pack_image_record', 'read_index', 'unpack_image_record']
+           'iter_records', 'pack_image_record', 'read_index', 'read_record', 'records_left_out',
+           'unpack_image_record']
 
 RECORDIO_MAGIC = 0xCED7230A
 _MAGIC = struct.pack('<I', RECORDIO_MAGIC)
@@ -86,6 +87,28 @@ def _read_part(f, offset):
     return lrec >> 29, data
 
 
+def read_record(f, offset):
+    """The payload of the record at byte `offset` of the open ``.rec`` file `f` (its parts
+    joined), or None at the end of the file; `f` is left at the next record.
+
+    Raises
+    ------
+    ValueError
+        If no record starts at `offset`, or the file ends inside it.
+    """
+    f.seek(offset)
+    cflag, data = _read_part(f, offset)
+    if data is None:
+        return None
+    parts = [data]
+    while cflag in (1, 2):
+        cflag, data = _read_part(f, f.tell())
+        if data is None or cflag not in (2, 3):
+            raise ValueError('broken multi-part record at offset %d' % offset)
+        parts += [_MAGIC, data]
+    return b''.join(parts)
+
+
 def iter_records(rec_path):
     """Yield ``(offset, payload)`` for every record of a ``.rec`` file, in file order.
 
@@ -95,18 +118,46 @@ def iter_records(rec_path):
         If the file is not RecordIO or ends inside a record.
     """
     with open(rec_path, 'rb') as f:
-        while True:
+        offset = 0
+        while (payload := read_record(f, offset)) is not None:
+            yield offset, payload
             offset = f.tell()
-            cflag, data = _read_part(f, offset)
-            if data is None:
-                return
-            parts = [data]
-            while cflag in (1, 2):
-                cflag, data = _read_part(f, f.tell())
-                if data is None or cflag not in (2, 3):
-                    raise ValueError('broken multi-part record at offset %d' % offset)
-                parts += [_MAGIC, data]
-            yield offset, b''.join(parts)
+
+
+def _record_end(f, offset, size):
+    """The offset after the record at `offset` from its headers alone (the data is seeked
+    over), or None when no whole record starts there."""
+    while True:
+        f.seek(offset)
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        magic, lrec = struct.unpack('<II', head)
+        offset += 8 + ((lrec & _MAX_LEN) + 3) // 4 * 4
+        if magic != RECORDIO_MAGIC or offset > size:
+            return None
+        if lrec >> 29 in (0, 3):  # a whole record, or the last part of one
+            return offset
+
+
+def records_left_out(rec_path, offsets):
+    """How many records of `rec_path` lie between the records at `offsets` (the byte
+    offsets of an ``.idx``) or after the last one: records the index leaves out.
+
+    ``mx.io.ImageRecordIter`` reads every byte from one index offset to the next, so it
+    still decodes such records; DALI and ``mx.recordio`` read one record per entry. Only
+    record headers are read (a seek and 8 bytes per record).
+    """
+    size = os.path.getsize(rec_path)
+    starts = set(offsets)
+    missing = 0
+    with open(rec_path, 'rb') as f:
+        for offset in sorted(starts):
+            position = _record_end(f, offset, size)
+            while position is not None and position < size and position not in starts:
+                missing += 1
+                position = _record_end(f, position, size)
+    return missing
 
 
 def pack_image_record(label, record_id, image, id2=0):

@@ -160,8 +160,17 @@ class Distributed:
         try:
             self.sum([1.0], "run.finish")
         except mx.base.MXNetError as error:
-            if "Horovod has been shut down" not in str(error):
+            if not peer_left(error):
                 raise
+
+
+# What Horovod's collectives raise on every worker once one of them has failed or left.
+HOROVOD_SHUT_DOWN = "Horovod has been shut down"
+
+
+def peer_left(error):
+    """True when `error` is Horovod's failure of a collective because another worker left."""
+    return isinstance(error, mx.base.MXNetError) and HOROVOD_SHUT_DOWN in str(error)
 
 
 def init_distributed(stall_timeout=0):

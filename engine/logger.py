@@ -5,8 +5,10 @@ JSON records (one object per line, rank 0 only):
 - ``{"event": "train", "epoch", "iteration", "step", "loss", "losses", "lr", "img_per_s",
   "data_wait_ms", "loss_scale"}`` every `interval` iterations;
 - ``{"event": "epoch", "epoch", "loss", "losses", "lr", "img_per_s", "iter_ms",
-  "data_wait_ms", "seconds", "val": {...} or null}`` after each epoch, where ``img_per_s`` is
-  the global batch over the mean iteration time (data wait included, evaluation excluded).
+  "data_wait_ms", "seconds", "skipped_samples", "val": {...} or null}`` after each epoch,
+  where ``img_per_s`` is the global batch over the mean iteration time (data wait included,
+  evaluation excluded) and ``skipped_samples`` counts the training samples all workers left
+  out of the epoch as undecodable (``--bad-data skip``; `data.bad_records`).
 
 ``loss`` is the sum of the task's losses, ``losses`` each of them by name (``{"xent": ...}``
 for classification; SSD's ``cls`` and ``box``).
@@ -113,7 +115,10 @@ class LoggerHook(HookBase):
             self._bar = None
         steps = len(self._epoch_losses)
         local_losses = nd.add_n(*self._epoch_losses).asnumpy().astype("float64") / steps
-        losses = self.dist.sum(local_losses, "log.epoch_losses") / self.dist.size
+        # The skip count rides along in the same collective: [losses..., skipped samples].
+        skipped = getattr(loop.train_loader, "skipped_samples", 0)
+        summed = self.dist.sum(np.append(local_losses, skipped), "log.epoch_losses")
+        losses, skipped = summed[:-1] / self.dist.size, int(summed[-1])
         loss = losses[0]
         iter_seconds = loop.epoch_seconds / steps
         record = {"event": "epoch", "epoch": loop.epoch, "loss": float(loss),
@@ -122,15 +127,17 @@ class LoggerHook(HookBase):
                   "img_per_s": loop.batch_size * self.dist.size / iter_seconds,
                   "iter_ms": 1000 * iter_seconds,
                   "data_wait_ms": 1000 * self._epoch_data_seconds / steps,
-                  "seconds": loop.epoch_seconds, "val": getattr(loop, "metrics", None)}
+                  "seconds": loop.epoch_seconds, "skipped_samples": skipped,
+                  "val": getattr(loop, "metrics", None)}
         if self.dist.is_main:
             self._write(record)
             val = record["val"]
             val_text = ("  " + "  ".join(f"val {k} {val[k]:.2f}"
                                          for k in loop.task.display_metrics)) if val else ""
-            log.info("epoch %d done: loss %.4f  %.1f img/s  %.1f ms/iter  data wait %.1f ms%s",
+            skip_text = f"  skipped {skipped} bad samples" if skipped else ""
+            log.info("epoch %d done: loss %.4f  %.1f img/s  %.1f ms/iter  data wait %.1f ms%s%s",
                      loop.epoch, loss, record["img_per_s"], record["iter_ms"],
-                     record["data_wait_ms"], val_text)
+                     record["data_wait_ms"], skip_text, val_text)
 
     def _by_name(self, losses):
         return {name: float(value) for name, value in zip(self._names, losses[1:])}

@@ -8,6 +8,9 @@ import argparse
 
 import models
 from data.loaders import BACKENDS
+from data.pipelines import HW_DECODER_LOAD
+from data.bad_records import POLICIES
+from data.check_data import CHECK_SAMPLE, check_count
 from engine.cli import image_shape, positive_int
 
 # The defaults that differ by task; every other default is the same for all tasks.
@@ -53,6 +56,12 @@ def apply_task_defaults(args):
     return args
 
 
+def trainable_models():
+    """The registered models of the tasks train.py trains (those with TASK_DEFAULTS): Mask
+    R-CNN (instance_segmentation) is in the registry before its engine task exists."""
+    return [name for name in models.list_models() if models.model_task(name) in TASK_DEFAULTS]
+
+
 def build_parser(description=None, add_help=True):
     """The parser of train.py's flags (the runner takes them too, and checks them first)."""
     p = argparse.ArgumentParser(description=description, add_help=add_help, allow_abbrev=False,
@@ -75,7 +84,7 @@ def build_parser(description=None, add_help=True):
                         "gradient allreduce included) before the run stops with an error "
                         "naming it; raise it for very slow steps; 0: wait forever")
     g = p.add_argument_group("model")
-    g.add_argument("--arch", default="resnet50_v1.5", choices=models.list_models(),
+    g.add_argument("--arch", default="resnet50_v1.5", choices=trainable_models(),
                    help="the network; its task (classification or detection) follows from it")
     g.add_argument("--num-classes", type=positive_int, default=1000,
                    help="classification; detection takes the classes of the COCO json")
@@ -110,8 +119,19 @@ def build_parser(description=None, add_help=True):
     g.add_argument("--resize-shorter", type=positive_int, default=None,
                    help="validation resize (default: crop * 256 / 224)")
     g.add_argument("--pad-channels", action="store_true", help="pad images to 4 channels")
-    g.add_argument("--hw-decoder-load", type=float, default=0.65,
+    g.add_argument("--hw-decoder-load", type=float, default=HW_DECODER_LOAD,
                    help="dali-gpu: share of JPEGs for the hardware decoder")
+    g.add_argument("--bad-data", choices=POLICIES, default="skip",
+                   help="a training or validation record that fails to decode (DALI "
+                        "backends, .rec data): skip: find the bad records of that worker's "
+                        "shard, leave them out and go on (logged, with the repair command; "
+                        "epochs keep their length); stop: every worker stops at once, the "
+                        "message names each record and the repair command")
+    g.add_argument("--check-data", nargs="?", const=CHECK_SAMPLE, default=None,
+                   type=check_count, metavar="N",
+                   help="before training, decode N records (images) of each split the mode "
+                        f"reads, spread over the file (N alone: {CHECK_SAMPLE}; 'all': every "
+                        "one), and stop naming the bad ones")
     g = p.add_argument_group("detection data (COCO layout under --data-root)")
     g.add_argument("--train-split", default="train2017",
                    help="annotations/instances_SPLIT.json and SPLIT/ of training")

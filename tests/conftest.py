@@ -1,7 +1,9 @@
 """Shared test settings: the repository root on sys.path, and GPU tests skipped without a GPU.
 
 Tests marked `gpu` need a CUDA build of MXNet that sees a GPU (mxnet-cu112 on Volta to Ampere,
-NVIDIA's MXNet container on Hopper); elsewhere they are reported as skipped.
+NVIDIA's MXNet container on Hopper); tests marked `ort_cuda` need ONNX Runtime's CUDA provider
+(onnxruntime-gpu) and no MXNet, so they run on Hopper machines too (device/notes). Elsewhere
+they are reported as skipped.
 """
 import os
 import sys
@@ -14,13 +16,31 @@ if ROOT not in sys.path:
 
 
 def pytest_collection_modifyitems(config, items):
-    import mxnet as mx
-    if mx.context.num_gpus() > 0:
-        return
-    skip = pytest.mark.skip(reason="needs an MXNet build that sees a GPU")
+    skips = {}
+    if not _mxnet_sees_a_gpu():
+        skips["gpu"] = pytest.mark.skip(reason="needs an MXNet build that sees a GPU")
+    if not _onnxruntime_has_cuda():
+        skips["ort_cuda"] = pytest.mark.skip(reason="needs onnxruntime-gpu and a GPU")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
+
+
+def _mxnet_sees_a_gpu():
+    try:
+        import mxnet as mx
+    except ImportError:  # a GPU machine without MXNet (Hopper): only ort_cuda tests run
+        return False
+    return mx.context.num_gpus() > 0
+
+
+def _onnxruntime_has_cuda():
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
 def _write_tiny_recordio(prefix, count, seed):
@@ -48,6 +68,57 @@ def _write_tiny_recordio(prefix, count, seed):
         jpeg = cv2.imencode(".jpg", image)[1].tobytes()
         record.write_idx(i, mx.recordio.pack(mx.recordio.IRHeader(0, float(label), i, 0), jpeg))
     record.close()
+
+
+# Records of `_write_damaged_recordio` by key, as users' old .rec files hold them. DALI 2.4 and
+# ImageRecordIter decode the PNG and the CMYK JPEG; DALI fails on the other three (and
+# ImageRecordIter on the random bytes and the empty record).
+DAMAGED = {3: "truncated JPEG", 10: "random bytes", 20: "PNG", 30: "CMYK JPEG",
+           40: "zero-length image"}
+BAD_KEYS = (3, 10, 40)
+
+
+def _write_damaged_recordio(prefix, count=64, unique_labels=False):
+    """`count` records of the tiny set's images written with MXNet's own writer (as MXNet's
+    tools/im2rec.py writes whatever bytes it is given), with the records of `DAMAGED` in
+    place of theirs. Labels are key % 4, or the key with `unique_labels`."""
+    import cv2
+    import mxnet as mx
+    import numpy as np
+    from tests.data.test_im2rec import cmyk_jpeg
+    _write_tiny_recordio(prefix + ".good", count, seed=3)
+    good = mx.recordio.MXIndexedRecordIO(prefix + ".good.idx", prefix + ".good.rec", "r")
+    record = mx.recordio.MXIndexedRecordIO(f"{prefix}.idx", f"{prefix}.rec", "w")
+    for key in range(count):
+        _, jpeg = mx.recordio.unpack(good.read_idx(key))
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        kind = DAMAGED.get(key)
+        if kind == "truncated JPEG":
+            jpeg = jpeg[:len(jpeg) // 2]
+        elif kind == "random bytes":
+            jpeg = np.random.default_rng(key).integers(0, 256, 2000, np.uint8).tobytes()
+        elif kind == "PNG":
+            jpeg = cv2.imencode(".png", image)[1].tobytes()
+        elif kind == "CMYK JPEG":
+            jpeg = cmyk_jpeg([image[:, :, 0], image[:, :, 1], image[:, :, 2], image[:, :, 0]])
+        elif kind == "zero-length image":
+            jpeg = b""
+        label = float(key if unique_labels else key % 4)
+        record.write_idx(key, mx.recordio.pack(mx.recordio.IRHeader(0, label, key, 0), jpeg))
+    record.close()
+    good.close()
+    for ext in (".good.rec", ".good.idx"):
+        os.remove(prefix + ext)
+
+
+@pytest.fixture(scope="session")
+def damaged_dataset(tmp_path_factory):
+    """train.rec/.idx and val.rec/.idx of 64 records each with the records of `DAMAGED`
+    (labels key % 4; read only: copy it before repairing)."""
+    root = tmp_path_factory.mktemp("damaged_dataset")
+    for split in ("train", "val"):
+        _write_damaged_recordio(str(root / split))
+    return root
 
 
 @pytest.fixture(scope="session")

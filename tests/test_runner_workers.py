@@ -1,10 +1,13 @@
 """./runner with several real workers on this machine: a worker that dies is named with its
 signal and the command that resumes, the run listens on loopback only, a checkpoint error on
-rank 0 ends every worker, and --mode val counts every image once over an uneven split."""
+rank 0 ends every worker, --mode val counts every image once over an uneven split, and a
+record that fails to decode is skipped or stops every worker, as --bad-data says."""
+import json
 import os
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -135,3 +138,50 @@ def test_val_mode_counts_every_image_once_and_matches_one_worker(uneven_val, tmp
     one, many = evaluate(1), evaluate(workers)
     assert many[1] == one[1] == "41"
     assert many[0] == one[0]
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_a_bad_record_is_skipped_or_stops_every_worker(damaged_dataset, tmp_path, policy):
+    """Two workers on an unrepaired .rec (truncated JPEG, random bytes, empty record):
+    skip (the default) finishes every epoch with the bad samples counted in the log; stop
+    ends both workers at once with status 2, naming each record and the repair command.
+    Neither hangs (the test's timeout bounds it)."""
+    extra = ["--num-epochs", "2", "--mode", "train"] + (["--bad-data", "stop"]
+                                                         if policy == "stop" else [])
+    result = subprocess.run(_command(damaged_dataset, tmp_path, 2, *extra), env=_env(),
+                            capture_output=True, text=True, timeout=180)
+    output = result.stdout + result.stderr
+    assert "Critical error in pipeline" not in output  # never DALI's raw traceback
+    if policy == "skip":
+        assert result.returncode == 0, output[-3000:]
+        epochs = [json.loads(line) for line in open(tmp_path / "log.jsonl")
+                  if '"event": "epoch"' in line]
+        assert [e["skipped_samples"] for e in epochs] == [3, 3]
+        assert "leaving out" in result.stdout and "--repair" in result.stdout
+    else:
+        assert result.returncode == 2, output[-3000:]
+        assert "stopped with exit status 2" in result.stderr
+        assert re.search(r"cannot be decoded: key \d+ at offset \d+: ", result.stdout)
+        assert "im2rec --check" in result.stdout and "train.rec --repair" in result.stdout
+        assert not os.path.isdir(tmp_path / "checkpoints" / "epoch-0001")
+
+
+def test_a_bad_coco_image_stops_every_worker_naming_the_check(tmp_path):
+    """SSD on a COCO folder with one truncated JPEG, two workers: DALI cannot skip an image,
+    so both stop at once with status 2 and a message naming `python -m data.coco_check`,
+    never DALI's traceback, and never a hang (the test's timeout bounds it)."""
+    data = tmp_path / "coco"
+    subprocess.run([sys.executable, "-m", "data.demo", "detection", "--out", str(data),
+                    "--train-images", "16", "--val-images", "4", "--size", "128",
+                    "--no-progress"], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    image = sorted((data / "train2017").iterdir())[3]
+    image.write_bytes(image.read_bytes()[:200])  # a truncated download
+    result = subprocess.run(
+        [RUNNER, "-n", "2", "-b", "4", "--arch", "ssd128_resnet18_fpn64", "--data-root",
+         str(data), "--workspace", str(tmp_path / "ws"), "--num-steps", "8",
+         "--epoch-steps", "8", "--data-threads", "1", "--progress", "off"],
+        env=_env(), capture_output=True, text=True, timeout=240)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "Critical error in pipeline" not in output and "Traceback" not in output
+    assert f"python -m data.coco_check {data} --splits train2017" in output, output[-3000:]
