@@ -10,6 +10,8 @@
     python benchmark.py --compare runs/old.json runs/new.json                # ratios b/a
     python benchmark.py --arch ssd320_resnet50_fpn --data-root /data/coco2017 -b 8  # SSD
     python benchmark.py --loaders --arch ssd320_resnet50_fpn --data-root DIR -b 8  # vs gluoncv
+    python benchmark.py --only-inference --runtime onnxruntime --onnx rn50-fp16.onnx \
+        -b 1,32,208 --data-backend dali-gpu --data-root DIR                  # ONNX Runtime
 
 Training runs the real training path, ./runner (horovodrun + train.py), once per (workers,
 batch) for WARMUP + EPOCHS epochs of ITERATIONS iterations, and reports images/s = global
@@ -26,14 +28,22 @@ recipe for training). A detector's inference latency includes its post-processin
 training data is one random batch of images with a few boxes each (the classes and epoch
 length come from the data root's COCO json).
 
+--runtime onnxruntime times inference through ONNX Runtime instead of MXNet: the CUDA
+provider where ONNX Runtime has one (onnxruntime-gpu), else the CPU provider, with IO binding
+(`benchmarking.onnx_inference`). It runs the file of --onnx (`python -m deploy.onnx_export`
+writes one; MXNet is then not needed, as on Hopper GPUs), or exports --arch (random weights,
+--dtype) into the logs folder first. Data: synthetic, dali-gpu (decoded on the GPU, handed
+over in place) or dali-cpu.
+
 Note on -e: here it counts the measured epochs, and -w epochs run before them; NVIDIA's
 tables used `-e 12 -w 4` meaning 12 epochs of which 4 warm-up, which is `-e 8 -w 4` here.
 
 Results go to a JSON report (-o), a plot next to it (.png), per-run logs (-logs/), and a
 table printed at the end. Flags not listed here go to ./runner and through it to train.py
-(`./runner -h`, `python train.py -h`), e.g. --lr or --data-threads. Exit status: 0 when every
-case ran, 1 when some failed (each failure is named, the others are still measured), 2 for
-usage errors.
+(`./runner -h`, `python train.py -h`), e.g. --lr or --data-threads, for the training sweep;
+where nothing would use them (--only-inference, --loaders, --compare, --make-data) they are
+an error. Exit status: 0 when every case ran, 1 when some failed (each failure is named, the
+others are still measured), 2 for usage errors.
 """
 import argparse
 import os
@@ -128,6 +138,12 @@ def parse_args(argv):
     g.add_argument("--image-shape", type=image_shape,
                    help="network input C,H,W (default 3,224,224; a detector's own input "
                         "size, e.g. 3,320,320 for ssd320_*); --loaders crops H,W")
+    g.add_argument("--runtime", choices=("mxnet", "onnxruntime"), default="mxnet",
+                   help="what runs inference: MXNet (default) or ONNX Runtime (with "
+                        "--only-inference; CUDA provider where there is one)")
+    g.add_argument("--onnx", metavar="FILE",
+                   help="--runtime onnxruntime: the exported file to run (its input sets "
+                        "the shape and dtype); default: export --arch with random weights")
     g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW",
                    help="NHWC is faster with float16 on Tensor Core GPUs (default NCHW)")
     g.add_argument("--num-classes", type=positive_int,
@@ -143,19 +159,43 @@ def parse_args(argv):
                    help="echo all output of the training runs, not only epoch summaries")
     g.add_argument("--runner", default=os.path.join(_HERE, "runner"), help=argparse.SUPPRESS)
     args, runner_args = p.parse_known_args(argv)
-    if args.only_inference and args.only_training:
-        p.error("--only-inference and --only-training exclude each other")
+    problem = _conflicting_flags(args, runner_args)
+    if problem:
+        p.error(problem)
     return args, runner_args
+
+
+def _conflicting_flags(args, runner_args):
+    """What makes this command line one that would ignore a flag it was given, or None."""
+    if args.only_inference and args.only_training:
+        return "--only-inference and --only-training exclude each other"
+    if runner_args and (args.only_inference or args.compare or args.make_data or args.loaders):
+        # Only training runs ./runner; silently dropping a flag would measure something else.
+        return (f"unrecognized arguments: {' '.join(runner_args)} (flags not listed in "
+                f"--help go to ./runner for the training sweep, and none runs here)")
+    if args.only_inference and args.num_workers != [1]:
+        return "-n is the training sweep's; inference runs in this process on one device"
+    if args.onnx and args.runtime != "onnxruntime":
+        return "--onnx is the file --runtime onnxruntime runs; add --runtime onnxruntime"
+    if args.runtime == "onnxruntime":
+        if not args.only_inference:
+            return "--runtime onnxruntime measures inference only; add --only-inference"
+        if args.data_backend == "mxnet":
+            return ("--data-backend mxnet reads through MXNet; with --runtime onnxruntime "
+                    "choose synthetic, dali-cpu or dali-gpu")
+        if args.layout != "NCHW":
+            return ("an exported file takes NCHW; ONNX Runtime's CUDA provider picks its NHWC "
+                    "kernels itself (drop --layout)")
+        if args.onnx and (args.dtype or args.image_shape or args.num_classes):
+            return "--onnx sets the input shape, dtype and classes; drop --dtype, " \
+                   "--image-shape and --num-classes"
+    return None
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, runner_args = parse_args(argv)
     command = shlex.join(["python", "benchmark.py", *argv])
-    if runner_args and (args.compare or args.make_data or args.loaders):
-        print(f"benchmark.py: error: unrecognized arguments: {' '.join(runner_args)}",
-              file=sys.stderr)
-        return 2
     if args.compare:
         return compare_reports(*args.compare)
     if args.make_data:
@@ -164,6 +204,8 @@ def main(argv=None):
     # loader comparison (no --arch) leaves MXNet's threads and its import alone.
     runner_env, threads = (_mxnet_threads(_cores()) if not args.loaders or args.model
                            else (None, None))
+    if args.onnx:
+        return run_onnx_file_sweep(args, command, threads)
     try:
         resolve_task_defaults(args)
     except ValueError as error:  # an unknown --arch: the message lists the valid names
@@ -192,6 +234,9 @@ def resolve_task_defaults(args):
     else:
         import models
         args.task = models.model_task(args.model)
+        if args.task not in ("classification", "detection"):
+            raise ValueError(f"{args.model} ({args.task}) has no benchmark yet: it is not "
+                             f"trainable through train.py yet either")
     if args.task == "detection":
         from engine.options import TASK_DEFAULTS
         defaults = dict(data_root=TASK_DEFAULTS["detection"]["data_root"],
@@ -323,11 +368,7 @@ def _cores():
 
 
 def run_sweeps(args, runner_args, command, runner_env, threads):
-    from benchmarking import machine
     import mxnet as mx
-    from benchmarking.report import build_report, format_report, plot
-    from engine.files import write_json
-    from benchmarking.stats import add_scaling
     gpus = mx.context.num_gpus()
     detection = args.task == "detection"
     if detection:
@@ -335,7 +376,14 @@ def run_sweeps(args, runner_args, command, runner_env, threads):
         if problem:
             print(f"benchmark.py: error: {problem}", file=sys.stderr)
             return 2
-    load_at_start = _warn_if_busy(machine)
+    if args.runtime == "onnxruntime":
+        if detection:
+            print("benchmark.py: error: --runtime onnxruntime times classifiers; a detector "
+                  "exports its raw outputs (python -m deploy.onnx_export) but its "
+                  "post-processing is MXNet's", file=sys.stderr)
+            return 2
+        from deploy.onnx_runtime import cuda_provider_available
+        gpus = int(cuda_provider_available())
     settings = Settings(model=args.model, task=args.task,
                         dtype=args.dtype or ("float16" if gpus else "float32"),
                         data_backend=args.data_backend, data_root=args.data_root,
@@ -343,8 +391,67 @@ def run_sweeps(args, runner_args, command, runner_env, threads):
                         epochs=args.epochs, warmup=args.warmup, num_examples=args.num_examples,
                         layout=args.layout, num_classes=args.num_classes,
                         runner_args=tuple(runner_args),
-                        detect_options=_detect_options() if detection else {})
-    output = args.output or os.path.join("runs", "benchmark.json")
+                        detect_options=_detect_options() if detection else {},
+                        runtime=args.runtime)
+    if args.runtime == "onnxruntime":
+        settings.onnx_path = _export_for_benchmark(settings, _output(args))
+    return measure_and_report(args, settings, gpus, command, runner_env, threads)
+
+
+def run_onnx_file_sweep(args, command, threads):
+    """--onnx FILE: ONNX Runtime inference of an exported file, whose input gives the shape
+    and dtype. Imports no MXNet."""
+    import numpy as np
+
+    from deploy.onnx_runtime import OnnxModel, cuda_provider_available
+    try:
+        model = OnnxModel(args.onnx, device="cpu")
+    except Exception as error:  # not a file, not ONNX, or an input ONNX Runtime cannot take
+        print(f"benchmark.py: error: --onnx {args.onnx}: {error}", file=sys.stderr)
+        return 2
+    output_shape = model.session.get_outputs()[0].shape
+    settings = Settings(
+        model=args.model or os.path.splitext(os.path.basename(args.onnx))[0],
+        dtype=np.dtype(model.input_dtype).name, data_backend=args.data_backend,
+        data_root=args.data_root or DEFAULT_DATA_ROOT, image_shape=model.input_shape,
+        iterations=args.iterations, epochs=args.epochs, warmup=args.warmup,
+        num_examples=args.num_examples, num_classes=output_shape[-1], runtime="onnxruntime",
+        onnx_path=os.path.abspath(args.onnx))
+    del model
+    return measure_and_report(args, settings, int(cuda_provider_available()), command, None,
+                              threads)
+
+
+def _export_for_benchmark(settings, output):
+    """Export the registry's `settings.model` (random weights, `settings.dtype`) to ONNX
+    next to the report; returns the file's path."""
+    import mxnet as mx
+
+    import models
+    from deploy.onnx_export import export_onnx
+    from benchmarking.sweep import say
+    path = os.path.join(f"{os.path.splitext(output)[0]}-logs",
+                        f"{settings.model}-{settings.dtype}.onnx")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    say(sys.stderr, f"exporting {settings.model} ({settings.dtype}, random weights) to {path}")
+    net = models.build_network(settings.model, settings.num_classes, "NCHW",
+                               settings.image_shape, "float32", mx.cpu())
+    return export_onnx(net, settings.image_shape, path, settings.dtype)
+
+
+def _output(args):
+    return args.output or os.path.join("runs", "benchmark.json")
+
+
+def measure_and_report(args, settings, gpus, command, runner_env, threads):
+    """Run the sweeps of `settings`, then write the JSON report and its plot and print the
+    table; returns the exit status."""
+    from benchmarking import machine
+    from benchmarking.report import build_report, format_report, plot
+    from engine.files import write_json
+    from benchmarking.stats import add_scaling
+    load_at_start = _warn_if_busy(machine)
+    output = _output(args)
     stem = os.path.splitext(output)[0]
     rows, interrupted = [], False
     try:
@@ -357,10 +464,15 @@ def run_sweeps(args, runner_args, command, runner_env, threads):
                               ("inference", args.only_training)) if not skip]
     info = machine.machine_info()
     extra = {}
-    if detection and not args.only_training:
+    if settings.detection and not args.only_training:
         extra["inference_includes"] = (
             "post-processing included: SSDFPN.detect (box decoding, class-wise NMS; "
             + ", ".join(f"{k} {v}" for k, v in settings.detect_options.items()) + ")")
+    if settings.runtime == "onnxruntime":
+        import onnxruntime
+        extra["inference_runtime"] = (
+            f"ONNX Runtime {onnxruntime.__version__}, "
+            f"{'CUDA' if gpus else 'CPU'} provider, IO binding")
     report = build_report("+".join(kind), add_scaling(rows), info, command,
                           model=settings.model, task=settings.task, dtype=settings.dtype,
                           device=machine.device_description(info, gpus),

@@ -13,18 +13,14 @@ network, then box decoding, class-wise NMS and the top detections (the options o
 """
 import gc
 import tempfile
-import time
 
 import mxnet as mx
 
 import models
 from benchmarking.machine import cpu_cores
-from benchmarking.stats import cpu_share, images_per_second, latency_summary
+from benchmarking.timing import (InferenceError, check_epoch_length, is_out_of_memory,  # noqa: F401
+                                 measure_epochs)
 from data.streams import endless
-
-
-class InferenceError(Exception):
-    """A batch size that cannot run here; the message says why."""
 
 
 def inference_context():
@@ -120,22 +116,9 @@ def _device_id(ctx):
     return ctx.device_id if ctx.device_type == "gpu" else None
 
 
-def time_batches(forward, inputs, count):
-    """Per-batch latencies in seconds of `count` calls of `forward` (a network, or
-    `forward_function`'s) over `inputs`."""
-    latencies = []
-    for _ in range(count):
-        start = time.perf_counter()
-        forward(next(inputs)).wait_to_read()
-        latencies.append(time.perf_counter() - start)
-    return latencies
-
-
 def run_inference_case(settings, batch_size, on_epoch=None):
-    """Measure inference at one batch size.
-
-    One untimed forward pass builds the cached graph; then `settings.warmup` epochs of
-    iterations run untimed and `settings.epochs` epochs are timed batch by batch.
+    """Measure MXNet inference at one batch size (`benchmarking.timing.measure_epochs`:
+    the untimed first batch builds the cached graph; its result dict).
 
     Parameters
     ----------
@@ -144,24 +127,13 @@ def run_inference_case(settings, batch_size, on_epoch=None):
     on_epoch : callable, optional
         Called as ``on_epoch(epoch, epochs, img_per_s, warmup)`` after every epoch.
 
-    Returns
-    -------
-    dict
-        ``img_per_s``, ``latency_ms`` (mean, p50, p90, p95, p99), ``iterations``,
-        ``epochs``, ``epoch_img_per_s`` and ``cpu_share`` (the share of the machine's CPU
-        time this process got while timed: well under 1 on CPU means other processes took
-        the rest, and the numbers are low).
-
     Raises
     ------
     InferenceError
         When it cannot run here or the data is too small; MXNet's own errors (out of
         memory) pass through.
     """
-    iterations = settings.epoch_iterations(batch_size)
-    if iterations < 1:
-        raise InferenceError(f"--num-examples {settings.num_examples} is less than one batch "
-                             f"of {batch_size}")
+    check_epoch_length(settings, batch_size)  # before the network is built
     ctx = inference_context()
     net = build_network(settings.model, settings.num_classes, settings.layout,
                         settings.image_shape, settings.dtype, ctx)
@@ -171,32 +143,9 @@ def run_inference_case(settings, batch_size, on_epoch=None):
         inputs = (real_inputs(settings, batch_size, ctx) if settings.real_data else
                   synthetic_inputs(batch_size, settings.image_shape, settings.layout,
                                    settings.dtype, ctx))
-        time_batches(forward, inputs, 1)
-        latencies, epoch_rates, cpu_seconds, wall_seconds = [], [], 0.0, 0.0
-        for epoch in range(settings.warmup + settings.epochs):
-            cpu_start, wall_start = time.process_time(), time.perf_counter()
-            epoch_latencies = time_batches(forward, inputs, iterations)
-            rate = images_per_second(batch_size, epoch_latencies)
-            counted = epoch >= settings.warmup
-            if counted:
-                latencies += epoch_latencies
-                epoch_rates.append(rate)
-                cpu_seconds += time.process_time() - cpu_start
-                wall_seconds += time.perf_counter() - wall_start
-            if on_epoch is not None:
-                on_epoch(epoch, settings.warmup + settings.epochs, rate, not counted)
+        return measure_epochs(lambda batch: forward(batch).wait_to_read(), inputs, settings,
+                              batch_size, on_epoch)
     finally:
         del net, forward, inputs  # free the device memory before the next batch size
         gc.collect()
         mx.nd.waitall()
-    return {"img_per_s": images_per_second(batch_size, latencies),
-            "latency_ms": latency_summary(latencies), "iterations": len(latencies),
-            "epochs": settings.epochs, "epoch_img_per_s": [float(r) for r in epoch_rates],
-            "cpu_share": cpu_share(cpu_seconds, wall_seconds, cpu_cores())}
-
-
-def is_out_of_memory(error):
-    """True for MXNet's and Python's out-of-memory errors."""
-    return isinstance(error, MemoryError) or "out of memory" in str(error).lower() or (
-        "failed to allocate" in str(error).lower())
-

@@ -11,7 +11,9 @@ import subprocess
 # Report key -> prefixes of the distribution names that provide it (CUDA builds of MXNet
 # are called mxnet-cu112 and so on, DALI wheels nvidia-dali-cuda120 ...).
 _PACKAGES = {"mxnet": ("mxnet",), "nvidia-dali": ("nvidia-dali",), "horovod": ("horovod",),
-             "numpy": ("numpy",), "opencv": ("opencv-python",)}
+             "numpy": ("numpy",), "opencv": ("opencv-python",),
+             # The GPU build first: where both are installed it is the one imported here.
+             "onnxruntime": ("onnxruntime-gpu", "onnxruntime")}
 
 
 def cpu_cores():
@@ -69,7 +71,9 @@ def package_versions():
         installed.setdefault(name, dist.version)
     versions = {}
     for key, prefixes in _PACKAGES.items():
-        matches = sorted(n for n in installed if n.startswith(prefixes))
+        matches = next((sorted(n for n in installed if n.startswith(prefix))
+                        for prefix in prefixes if any(n.startswith(prefix) for n in installed)),
+                       [])
         if not matches:
             versions[key] = None
         elif matches[0] == key:
@@ -122,7 +126,7 @@ def describe(info):
     gpus = info["gpus"]
     gpu_text = f"{len(gpus)} x {gpus[0]}" if gpus else "no GPU"
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items()
-                         if v and k in ("mxnet", "nvidia-dali", "horovod"))
+                         if v and k in ("mxnet", "nvidia-dali", "horovod", "onnxruntime"))
     environment = " ".join(f"{k}={v}" for k, v in (info.get("environment") or {}).items())
     return (f"{info['cpu_model']} ({info['cpu_cores']} cores), {gpu_text}; {versions}"
             + (f"; {environment}" if environment else ""))

@@ -10,7 +10,8 @@ and every row has ``mode`` ("training", "inference" or "loader"), ``batch_size``
 ("ok", "failed", "skipped") and, when ok, ``img_per_s``; training rows add ``workers``,
 ``iter_ms``, ``data_wait_ms``, ``speedup`` and ``scaling_efficiency``; inference rows add
 ``latency_ms`` {mean, p50, p90, p95, p99} (a detector's with its post-processing, which
-``inference_includes`` names); loader rows add ``loader``, ``ratio_to_recorditer`` and
+``inference_includes`` names; ``inference_runtime`` names ONNX Runtime and its provider
+when it ran them, MXNet otherwise); loader rows add ``loader``, ``ratio_to_recorditer`` and
 ``share_of_decode_ceiling`` (classification) or ``ratio_to_gluoncv`` (detection).
 """
 import datetime
@@ -110,7 +111,8 @@ def format_report(report):
 def _title(report):
     what = " ".join(str(report[k]) for k in ("model", "dtype") if report.get(k))
     data = f", {report['data_backend']} data" if report.get("data_backend") else ""
-    return f"{what or report['kind']}{data} on {report.get('device', '?')}"
+    runtime = f" ({report['inference_runtime']})" if report.get("inference_runtime") else ""
+    return f"{what or report['kind']}{data} on {report.get('device', '?')}{runtime}"
 
 
 def _format_loaders(rows):

@@ -44,6 +44,11 @@ class Settings:
     detect_options : dict
         Keyword arguments of `models.ssd.SSDFPN.detect` for detection inference (score and
         NMS thresholds, detections kept); empty: its defaults. benchmark.py passes train.py's.
+    runtime : str
+        What runs inference: "mxnet" (the network of the registry, built here) or
+        "onnxruntime" (the exported file `onnx_path`).
+    onnx_path : str or None
+        The ONNX file ONNX Runtime runs.
     """
 
     model: str = "resnet50_v1.5"
@@ -60,6 +65,8 @@ class Settings:
     num_classes: int = 1000
     runner_args: tuple = field(default_factory=tuple)
     detect_options: dict = field(default_factory=dict)
+    runtime: str = "mxnet"
+    onnx_path: str = None
 
     def epoch_iterations(self, global_batch):
         """Iterations in one epoch for `global_batch` samples per iteration (0: too few

@@ -78,8 +78,12 @@ def inference_sweep(settings, batch_sizes, out=sys.stderr):
         One row per batch size, when it is done: ``mode`` "inference", ``workers`` 1,
         ``batch_size``, ``status`` and the measurements or ``error``.
     """
-    from benchmarking import inference
-    device = str(inference.inference_context())
+    from benchmarking.timing import is_out_of_memory
+    if settings.runtime == "onnxruntime":
+        from benchmarking import onnx_inference as runtime  # no MXNet import
+    else:
+        from benchmarking import inference as runtime
+    device = str(runtime.inference_context())
     out_of_memory_at = float("inf")
     for number, batch in enumerate(batch_sizes, 1):
         row = {"mode": "inference", "workers": 1, "batch_size": batch}
@@ -95,10 +99,10 @@ def inference_sweep(settings, batch_sizes, out=sys.stderr):
 
         start = time.perf_counter()
         try:
-            row.update(status="ok", **inference.run_inference_case(settings, batch, echo))
-        except Exception as error:  # anything MXNet raises for one case ends only that case
+            row.update(status="ok", **runtime.run_inference_case(settings, batch, echo))
+        except Exception as error:  # anything the runtime raises for one case ends only it
             row.update(status="failed", error=one_line(error))
-            if inference.is_out_of_memory(error):
+            if is_out_of_memory(error):
                 out_of_memory_at = batch
         _report_case(out, row, time.perf_counter() - start)
         yield row

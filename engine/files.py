@@ -6,6 +6,17 @@ import os
 import tempfile
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# What open() would give a new file: mkstemp makes its files private (0600), and the rename
+# would keep that, leaving checkpoints, reports and exports unreadable to anyone else.
+_NEW_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_open(path, mode="w"):
     """Open a file to write whose contents appear at `path` only once the block completes:
@@ -18,6 +29,7 @@ def atomic_open(path, mode="w"):
     try:
         with os.fdopen(handle, mode) as f:
             yield f
+        os.chmod(tmp, _NEW_FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
