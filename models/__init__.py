@@ -3,10 +3,16 @@
     net = models.get_model("resnet50_v1.5", classes=1000)       # classification
     net = models.get_model("ssd320_resnet50_fpn", classes=80)   # detection
     models.model_task("ssd320_resnet50_fpn")                    # -> "detection"
+    net = models.get_model("maskrcnn_r50_fpn", classes=80)      # instance segmentation
 
 Each registered name is a few lines over one family builder; `list_models()` gives the names,
 and an unknown name fails with that list. Every builder takes ``classes`` (the number of
-classes; for detection, object classes without background) and ``layout``.
+classes; for detection and instance segmentation, object classes without background) and
+``layout``.
+
+Tasks: "classification", "detection" (SSD: boxes) and "instance_segmentation" (Mask R-CNN:
+boxes and masks, trained from polygons). train.py and the runner train the first two; the
+Mask R-CNN engine task and data pipeline are the next steps of issue 9.
 """
 import mxnet as mx
 
@@ -14,7 +20,7 @@ from models.precision import cast_network, check_device_support
 from models.resnet import default_initializer, load_backbone_weights, resnet_v15
 from models.ssd import ssd_fpn
 
-TASKS = ("classification", "detection")
+TASKS = ("classification", "detection", "instance_segmentation")
 _REGISTRY = {}
 _TASK_OF = {}
 
@@ -51,7 +57,7 @@ def get_model(name, **kwargs):
 
 
 def model_task(name):
-    """The task of the registered model `name`: "classification" or "detection".
+    """The task of the registered model `name`: one of TASKS.
 
     Raises
     ------
@@ -125,6 +131,24 @@ def ssd128_resnet18_fpn64(classes=80, layout="NCHW", image_size=128):
 def ssd256_resnet18_fpn(classes=80, layout="NCHW", image_size=256):
     """SSD-FPN with ResNet-18 v1.5 at 256x256 (CPU demos and tests)."""
     return ssd_fpn(18, classes, image_size, layout)
+
+
+@register_model("maskrcnn_r50_fpn", task="instance_segmentation")
+def maskrcnn_r50_fpn(classes=80, layout="NCHW", **settings):
+    """Mask R-CNN R-50-FPN (NVIDIA's seed, maskrcnn-benchmark's e2e_mask_rcnn_R_50_FPN_1x):
+    ResNet-50 v1.5, FPN P2-P6 of 256, 2x1024 FC box head, 4x256 mask head. `settings` go to
+    `models.mask_rcnn.MaskRCNN` (rpn=, roi=, detect=, ...)."""
+    from models.mask_rcnn import mask_rcnn_fpn  # here: it imports gluoncv, which the
+    return mask_rcnn_fpn(50, classes, layout, **settings)  # other models never need
+
+
+@register_model("maskrcnn_r18_fpn", task="instance_segmentation")
+def maskrcnn_r18_fpn(classes=80, layout="NCHW", **settings):
+    """A small Mask R-CNN for CPU demos and tests, meant for a short side of 320: ResNet-18
+    v1.5, FPN of 64 channels, 2x256 FC box head, 4x64 mask head; the recipe otherwise."""
+    from models.mask_rcnn import mask_rcnn_fpn
+    settings = dict(dict(fpn_channels=64, box_channels=256, mask_channels=64), **settings)
+    return mask_rcnn_fpn(18, classes, layout, **settings)
 
 
 __all__ = ["TASKS", "build_network", "cast_network", "check_device_support",

@@ -1,12 +1,13 @@
-"""Feature Pyramid Network, P3-P7 (Lin et al., "Feature Pyramid Networks for Object Detection"
-and "Focal Loss for Dense Object Detection", 2017), as NVIDIA's SSD320 v1.2 builds it
-(TensorFlow's ``ssd_resnet50_v1_fpn``: ``fpn_top_down_feature_maps`` plus two coarse levels).
+"""Feature Pyramid Networks (Lin et al., "Feature Pyramid Networks for Object Detection" and
+"Focal Loss for Dense Object Detection", 2017): `FPN`, P3-P7 as NVIDIA's SSD320 v1.2 builds
+it (TensorFlow's ``ssd_resnet50_v1_fpn``: ``fpn_top_down_feature_maps`` plus two coarse
+levels), and `RCNNFPN`, Mask R-CNN's P2-P6 (maskrcnn-benchmark).
 
 Written as small Gluon blocks rather than gluoncv 0.10.5's `FPNFeatureExpander`, which does
 not fit this backbone cleanly: it is a SymbolBlock that cuts a network at symbol names (so
 it would rename the parameters and the classifier checkpoints would no longer load by
-structural name), stops at P6 made by max-pooling or one convolution (no P7), and hard-codes
-the NCHW axes.
+structural name), stops at P6 made by max-pooling or one convolution (no P7, for SSD), and
+hard-codes the NCHW axes.
 """
 from mxnet import init
 from mxnet.gluon import nn
@@ -87,7 +88,70 @@ class FPN(HybridBlock):
         return levels + [p6, self.p7(p6)]
 
     def _upsample_like(self, F, x, like):
-        # Nearest-neighbour x2 as two repeats: unlike UpSampling it works in either layout.
-        for axis in self._spatial_axes:
-            x = F.repeat(x, repeats=2, axis=axis)
-        return F.slice_like(x, like, axes=self._spatial_axes)
+        return _upsample_like(F, x, like, self._spatial_axes)
+
+
+class RCNNFPN(HybridBlock):
+    """P2-P6 from C2-C5, as Mask R-CNN's FPN (maskrcnn-benchmark, Detectron) builds it.
+
+    Each level is a 1x1 lateral convolution of its C plus the level above upsampled by 2
+    (nearest neighbour, cropped to the lateral's size), then a 3x3 output convolution (on
+    every level, P5 included); P6 is P5 max-pooled with kernel 1 and stride 2 (used by the
+    RPN only). No normalisation or activation anywhere, as in the 1x recipe (which has no
+    GroupNorm, and batches of 1-2 images per GPU leave BatchNorm nothing to work with).
+    Weights follow Detectron's c2_xavier_fill (uniform, bound sqrt(3 / fan_in)), biases zero.
+
+    A class of its own rather than options of `FPN`: the two differ in the levels, in the
+    smoothing (SSD's BatchNorm + ReLU6 on P3, P4 only) and in how the coarse levels are made
+    (stride-2 convolutions there).
+
+    Parameters
+    ----------
+    in_channels : tuple of int
+        Channels of C2..C5 (`ResNetV15Backbone.channels` with stages (1, 2, 3, 4)).
+    channels : int
+        Channels of every output level (256).
+    layout : str
+        "NCHW" or "NHWC".
+
+    Outputs
+    -------
+    [P2, P3, P4, P5, P6] at strides 4, 8, 16, 32, 64; each side is ``ceil`` of half the side
+    below.
+    """
+
+    def __init__(self, in_channels, channels=256, layout="NCHW", **kwargs):
+        super().__init__(**kwargs)
+        self._spatial_axes = (layout.index("H"), layout.index("W"))
+        self._layout = layout
+        xavier = init.Xavier("uniform", "in", 3)
+        with self.name_scope():
+            self.lateral = nn.HybridSequential(prefix="lateral_")
+            self.output = nn.HybridSequential(prefix="output_")
+            for c in in_channels:
+                with self.lateral.name_scope():
+                    self.lateral.add(nn.Conv2D(channels, 1, in_channels=c, layout=layout,
+                                               weight_initializer=xavier,
+                                               bias_initializer="zeros"))
+                with self.output.name_scope():
+                    self.output.add(nn.Conv2D(channels, 3, padding=1, in_channels=channels,
+                                              layout=layout, weight_initializer=xavier,
+                                              bias_initializer="zeros"))
+
+    def hybrid_forward(self, F, *features):
+        laterals = [conv(c) for conv, c in zip(self.lateral, features)]
+        top_down = [laterals[-1]]
+        for lateral in reversed(laterals[:-1]):
+            top_down.insert(0, lateral + _upsample_like(F, top_down[0], lateral,
+                                                        self._spatial_axes))
+        levels = [conv(m) for conv, m in zip(self.output, top_down)]
+        p6 = F.Pooling(levels[-1], kernel=(1, 1), stride=(2, 2), pool_type="max",
+                       layout=self._layout)
+        return levels + [p6]
+
+
+def _upsample_like(F, x, like, spatial_axes):
+    # Nearest-neighbour x2 as two repeats: unlike UpSampling it works in either layout.
+    for axis in spatial_axes:
+        x = F.repeat(x, repeats=2, axis=axis)
+    return F.slice_like(x, like, axes=spatial_axes)

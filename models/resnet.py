@@ -6,7 +6,8 @@ than v1 for about 5% more compute. Blocks take the data layout explicitly ("NCHW
 NHWC runs only on GPUs through cuDNN) so that the same code serves both.
 
 `ResNetV15` is the classifier; `ResNetV15Backbone` is the same stem and stages without the
-pooling and dense layer, returning the stage outputs C3, C4, C5 (strides 8, 16, 32) for FPN.
+pooling and dense layer, returning stage outputs for FPN: C3, C4, C5 (strides 8, 16, 32) for
+RetinaNet-style pyramids, C2-C5 (from stride 4) for Mask R-CNN's.
 Both keep the stages in a ``features`` sequential at the same indices, so a classifier
 checkpoint (``save_parameters``, structural names such as ``features.5.0.body.0.weight``)
 loads into the backbone by name: see `load_backbone_weights`.
@@ -99,7 +100,8 @@ class BottleneckV15(HybridBlock):
 # features[0:4] is the stem (conv, BatchNorm, ReLU, max-pool); stage k (1-4) follows at
 # features[_STEM_BLOCKS + k - 1], with output strides 4, 8, 16, 32.
 _STEM_BLOCKS = 4
-# FPN reads C3, C4, C5, the outputs of stages 2-4 (strides 8, 16, 32), as RetinaNet does.
+# FPN reads C3, C4, C5, the outputs of stages 2-4 (strides 8, 16, 32), as RetinaNet does;
+# Mask R-CNN's FPN adds C2 (stage 1, stride 4).
 _FPN_STAGES = (2, 3, 4)
 
 
@@ -130,12 +132,13 @@ def _residual_body(depth, layout, zero_init_residual):
     return features, widths
 
 
-def _stage_outputs(features, x):
-    """C3, C4, C5 from the stem and stages of `features` (the layers after them are not run)."""
+def _stage_outputs(features, x, stages=_FPN_STAGES):
+    """The outputs of `stages` (1-4, ascending) from the stem and stages of `features` (the
+    layers after the last of them are not run)."""
     outputs = []
-    for index in range(_STEM_BLOCKS + _FPN_STAGES[-1]):
+    for index in range(_STEM_BLOCKS + stages[-1]):
         x = features[index](x)
-        if index - _STEM_BLOCKS + 1 in _FPN_STAGES:
+        if index - _STEM_BLOCKS + 1 in stages:
             outputs.append(x)
     return outputs
 
@@ -184,26 +187,56 @@ class ResNetV15Backbone(HybridBlock):
     ----------
     depth, layout, zero_init_residual
         As for `ResNetV15`.
+    stages : tuple of int
+        The stages (1-4, ascending) whose outputs are returned: (2, 3, 4) gives C3, C4, C5
+        (SSD's pyramid), (1, 2, 3, 4) C2-C5 (Mask R-CNN's).
 
     Attributes
     ----------
-    channels : (int, int, int)
-        Widths of C3, C4, C5: (128, 256, 512) for depths 18/34, four times that above.
+    channels : tuple of int
+        Widths of the returned stages: C2-C5 are (64, 128, 256, 512) for depths 18/34, four
+        times that above.
 
     Outputs
     -------
-    (C3, C4, C5) at strides 8, 16, 32: for an input of side ``s`` their sides are
-    ``ceil(s / 8)``, ``ceil(s / 16)``, ``ceil(s / 32)`` (40, 20, 10 at 320).
+    One array per stage, C2..C5 at strides 4, 8, 16, 32: for an input of side ``s`` their
+    sides are ``ceil(s / stride)`` (80, 40, 20, 10 at 320).
     """
 
-    def __init__(self, depth=50, layout="NCHW", zero_init_residual=False, **kwargs):
+    def __init__(self, depth=50, layout="NCHW", zero_init_residual=False,
+                 stages=_FPN_STAGES, **kwargs):
         super().__init__(**kwargs)
+        stages = tuple(stages)
+        if not stages or list(stages) != sorted(set(stages)) or not set(stages) <= {1, 2, 3, 4}:
+            raise ValueError(f"stages must be ascending stage numbers 1-4, got {stages}")
+        self._stages = stages
         with self.name_scope():
             self.features, widths = _residual_body(depth, layout, zero_init_residual)
-        self.channels = tuple(widths[stage - 1] for stage in _FPN_STAGES)
+        self.channels = tuple(widths[stage - 1] for stage in stages)
 
     def hybrid_forward(self, F, x):
-        return tuple(_stage_outputs(self.features, x))
+        return tuple(_stage_outputs(self.features, x, self._stages))
+
+    def freeze(self, stages):
+        """Stop training the stem and the first `stages` stages (0: the stem only; -1:
+        nothing): their parameters get grad_req "null", so no optimizer touches them."""
+        if stages < 0:
+            return
+        for index in range(_STEM_BLOCKS + stages):
+            self.features[index].collect_params().setattr("grad_req", "null")
+
+
+def freeze_batchnorm(block):
+    """Freeze every BatchNorm inside `block`: normalise with the running statistics in
+    training too (``use_global_stats``, so they are never updated) and train neither gamma
+    nor beta (Detectron's FrozenBatchNorm2d). Call it before `hybridize`."""
+    def freeze(child):
+        if isinstance(child, nn.BatchNorm):
+            # Gluon's BatchNorm passes these keyword arguments to the operator as they are.
+            child._kwargs["use_global_stats"] = True
+            child.collect_params().setattr("grad_req", "null")
+    block.apply(freeze)
+    return block
 
 
 def load_backbone_weights(backbone, params_path, ctx=None):
@@ -270,9 +303,10 @@ def resnet_v15(depth, classes=1000, layout="NCHW", zero_init_residual=False):
     return ResNetV15(depth, classes, layout, zero_init_residual, prefix=f"resnet{depth}_v15_")
 
 
-def resnet_v15_backbone(depth, layout="NCHW", zero_init_residual=False):
+def resnet_v15_backbone(depth, layout="NCHW", zero_init_residual=False, stages=_FPN_STAGES):
     """Build an uninitialised ResNet v1.5 backbone; see `ResNetV15Backbone`."""
-    return ResNetV15Backbone(depth, layout, zero_init_residual, prefix=f"resnet{depth}_v15_")
+    return ResNetV15Backbone(depth, layout, zero_init_residual, stages,
+                             prefix=f"resnet{depth}_v15_")
 
 
 def default_initializer():

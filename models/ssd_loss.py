@@ -52,7 +52,7 @@ def encode_targets(anchors, gt_boxes, gt_labels, crowd_boxes=None, fg_iou_thresh
                                                                 mx.nd.zeros_like(labels),
                                                                 -mx.nd.ones_like(labels)))
     if crowd_boxes is not None:
-        in_crowd = _intersection_over_area(anchors, crowd_boxes).max(axis=2) >= crowd_ioa_thresh
+        in_crowd = intersection_over_area(anchors, crowd_boxes).max(axis=2) >= crowd_ioa_thresh
         cls_targets = mx.nd.where(in_crowd * (cls_targets == 0), -mx.nd.ones_like(labels),
                                   cls_targets)
     return cls_targets.astype("int32"), box_targets
@@ -83,20 +83,22 @@ def crowd_rows(boxes, labels, crowd_label):
     return np.where(is_crowd[..., None], np.float32(-1), boxes), crowd
 
 
-def _intersection_over_area(anchors, boxes):
-    """anchors (N, 4), boxes (B, M, 4) -> (B, N, M): intersection / anchor area (0 for
-    padding rows of -1, which have no area)."""
-    a = anchors.reshape((1, -1, 1, 4))
-    b = boxes.expand_dims(1)
+def intersection_over_area(boxes, regions):
+    """boxes (N, 4) or (B, N, 4), regions (B, K, 4) -> (B, N, K): the area of each box inside
+    each region over the box's area (0 for padding regions of -1 and boxes without area)."""
+    if boxes.ndim == 2:
+        boxes = boxes.expand_dims(0)
+    a = boxes.expand_dims(2)      # (B or 1, N, 1, 4)
+    b = regions.expand_dims(1)    # (B, 1, K, 4)
     lt = mx.nd.broadcast_maximum(a.slice_axis(axis=3, begin=0, end=2),
                                  b.slice_axis(axis=3, begin=0, end=2))
     rb = mx.nd.broadcast_minimum(a.slice_axis(axis=3, begin=2, end=4),
                                  b.slice_axis(axis=3, begin=2, end=4))
     wh = mx.nd.relu(rb - lt)
     inter = wh.slice_axis(axis=3, begin=0, end=1) * wh.slice_axis(axis=3, begin=1, end=2)
-    aw = a.slice_axis(axis=3, begin=2, end=3) - a.slice_axis(axis=3, begin=0, end=1)
-    ah = a.slice_axis(axis=3, begin=3, end=4) - a.slice_axis(axis=3, begin=1, end=2)
-    return mx.nd.broadcast_div(inter, aw * ah).squeeze(axis=3)
+    size = mx.nd.relu(a.slice_axis(axis=3, begin=2, end=4) - a.slice_axis(axis=3, begin=0, end=2))
+    area = size.slice_axis(axis=3, begin=0, end=1) * size.slice_axis(axis=3, begin=1, end=2)
+    return mx.nd.broadcast_div(inter, mx.nd.maximum(area, 1e-12)).squeeze(axis=3)
 
 
 def sigmoid_focal_loss(cls_logits, cls_targets, alpha=0.25, gamma=2.0):
