@@ -18,7 +18,14 @@ the next shard after each pass; the whole file is checked when the shard holds n
 
 The records left out are part of the loader's checkpoint state: ``--resume`` rebuilds the
 same pipelines instead of meeting the bad records again.
+
+COCO training data (`CocoImageRecovery`) works the same way with image files instead of
+records, except for what is checked and read: DALI does not say which image failed, and
+which images a worker reads in a pass follows the COCO reader's own filtering and order, so
+the whole split is checked, and the worker goes on reading a copy of the normalised
+annotation file without the bad images, in the shard it would have read.
 """
+import json
 import logging
 import os
 import tempfile
@@ -127,6 +134,98 @@ class RecordShardRecovery:
         with open(path, "w") as f:
             f.writelines(f"{key}\t{offset}\n" for key, offset in kept)
         return self.make_pipeline(path, 0, 1, pass_index, checkpoint)
+
+    def state(self):
+        return sorted(self.excluded)
+
+
+class CocoImageRecovery:
+    """The images of a COCO training split one worker leaves out after DALI failed on one,
+    and the pipelines that do so (the `DALILoader` recovery of `data.coco_loaders`).
+
+    The worker's pipelines read a copy of the normalised annotation file without the bad
+    images, sharded as the original: the other workers still read the original, so the
+    shards move by at most the number of images left out before them, and an epoch may see
+    a few images twice or not at all (the epoch's length stays the same on every worker).
+
+    Parameters
+    ----------
+    dataset : data.coco.CocoDataset
+        The normalised training split.
+    make_pipeline : callable
+        ``make_pipeline(annotations_file, shard_id, pass_index, checkpoint)``: the worker's
+        pipeline over that file.
+    rank, num_shards : int
+    policy : str
+        "skip" or "stop".
+    num_threads : int
+        Threads for checking images.
+    excluded : iterable of str, optional
+        File names already left out (from a checkpoint).
+    """
+
+    def __init__(self, dataset, make_pipeline, rank, num_shards, policy, num_threads,
+                 excluded=()):
+        self.dataset = dataset
+        self.make_pipeline = make_pipeline
+        self.rank, self.num_shards = rank, num_shards
+        self.policy, self.num_threads = policy, num_threads
+        self.excluded = set(excluded)
+        self._folder = None
+
+    @property
+    def check_command(self):
+        root, split = os.path.split(os.path.normpath(self.dataset.image_dir))
+        return f"python -m data.coco_check {root} --splits {split}"
+
+    def skipped(self, pass_index):
+        """Images of the split this worker leaves out (which of them fall in a pass's shard
+        is the reader's business)."""
+        return len(self.excluded)
+
+    def handle_failure(self, error, pass_index):
+        """Find the split's undecodable images after DALI's `error`; under ``skip`` remember
+        them, under ``stop`` raise a DataError naming them (as RecordShardRecovery)."""
+        from data.coco_check import undecodable_images
+        with open(self.dataset.annotation_file) as f:
+            names = [image["file_name"] for image in json.load(f)["images"]]
+        log.warning("worker %d: DALI failed to decode an image of %s; checking its %d "
+                    "images", self.rank, self.dataset.image_dir, len(names))
+        bad = [(name, reason) for name, reason in
+               undecodable_images(self.dataset.image_dir, names, self.num_threads)
+               if name not in self.excluded]
+        if not bad:
+            raise error
+        listed = "; ".join(f"{os.path.join(self.dataset.image_dir, name)}: {reason}"
+                           for name, reason in bad)
+        if self.policy == "stop":
+            raise DataError(f"{len(bad)} image(s) cannot be decoded: {listed}. Replace or "
+                            f"remove them (`{self.check_command}` checks the split), then "
+                            f"resume; or train with --bad-data skip, which leaves them out")
+        self.excluded.update(name for name, _ in bad)
+        log.warning("worker %d: leaving out %d bad image(s) and carrying on (--bad-data "
+                    "skip): %s. To fix the data set for good, replace or remove them "
+                    "(`%s` checks it)", self.rank, len(bad), listed, self.check_command)
+
+    def pipeline(self, pass_index, checkpoint=None):
+        """The pipeline of pass `pass_index`: the annotation file without the excluded
+        images, in the shard DALI moves this worker to after each pass."""
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="bad-images-")
+            self._write_annotations()
+        return self.make_pipeline(os.path.join(self._folder.name, "annotations.json"),
+                                  (self.rank + pass_index) % self.num_shards, pass_index,
+                                  checkpoint)
+
+    def _write_annotations(self):
+        with open(self.dataset.annotation_file) as f:
+            doc = json.load(f)
+        kept = {image["id"] for image in doc["images"]
+                if image["file_name"] not in self.excluded}
+        doc["images"] = [image for image in doc["images"] if image["id"] in kept]
+        doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in kept]
+        with open(os.path.join(self._folder.name, "annotations.json"), "w") as f:
+            json.dump(doc, f)
 
     def state(self):
         return sorted(self.excluded)

@@ -17,7 +17,7 @@ from data.coco import (CocoError, _missing_files, coco_split_paths, load_annotat
                        normalize_annotations)
 from data.decode_check import BATCH, DecodeChecker
 
-__all__ = ['check_coco_split', 'main']
+__all__ = ['check_coco_split', 'main', 'undecodable_images']
 
 DEFAULT_SPLITS = ('train2017', 'val2017')
 
@@ -52,19 +52,32 @@ def check_coco_split(root, split, sample=0, num_threads=None, progress=False):
              if os.path.isfile(os.path.join(image_dir, image['file_name']))]
     if 0 < sample < len(names):
         names = [names[i * len(names) // sample] for i in range(sample)]
-    bar = tqdm(total=len(names), desc=split, unit='img', file=sys.stderr,
+    return problems + ['%s: %s' % (os.path.join(image_dir, name), reason)
+                       for name, reason in undecodable_images(image_dir, names, num_threads,
+                                                              progress, desc=split)]
+
+
+def undecodable_images(image_dir, names, num_threads=None, progress=False, desc=None):
+    """``[(name, reason)]`` of the files `names` of `image_dir` that do not decode as DALI
+    and OpenCV decode them (`data.decode_check`); a missing file is one too."""
+    bad = []
+    bar = tqdm(total=len(names), desc=desc, unit='img', file=sys.stderr,
                disable=not progress, mininterval=0.5)
     with DecodeChecker(num_threads) as checker, bar:
         for start in range(0, len(names), 4 * BATCH):
-            chunk = [os.path.join(image_dir, name) for name in names[start:start + 4 * BATCH]]
+            chunk = names[start:start + 4 * BATCH]
             images = []
-            for path in chunk:
+            for name in chunk:
+                path = os.path.join(image_dir, name)
+                if not os.path.isfile(path):
+                    bad.append((name, 'missing file'))
+                    continue
                 with open(path, 'rb') as f:
-                    images.append(f.read())
-            problems += ['%s: %s' % (path, reason)
-                         for path, reason in zip(chunk, checker.check(images)) if reason]
+                    images.append((name, f.read()))
+            reasons = checker.check([data for _, data in images])
+            bad += [(name, reason) for (name, _), reason in zip(images, reasons) if reason]
             bar.update(len(chunk))
-    return problems
+    return bad
 
 
 def main(argv=None):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import mxnet as mx
 import numpy as np
 
+from data.bad_records import CocoImageRecovery
 from data.coco_pipelines import ssd_eval_pipeline, ssd_train_pipeline
 from data.dali_iterator import LastBatchPolicy
 from data.loaders import (DALILoader, DataError, RepeatedBatchLoader, WorkerDataConfig,
@@ -50,24 +51,42 @@ def build_coco_loader(config, dataset, split, checkpoint=None):
     gpu = config.backend == "dali-gpu"
     if gpu and config.device_id is None:
         raise DataError("--data-backend dali-gpu needs a GPU; use dali-cpu on CPU machines")
-    common = dict(file_root=dataset.image_dir, annotations_file=dataset.annotation_file,
-                  shard_id=config.rank, num_shards=config.world_size,
+    common = dict(file_root=dataset.image_dir, num_shards=config.world_size,
                   image_size=config.image_size, decoder_device="mixed" if gpu else "cpu",
                   hw_decoder_load=config.hw_decoder_load, dtype=config.dtype,
                   layout=config.layout, batch_size=config.batch_size,
                   num_threads=config.num_threads, device_id=config.device_id if gpu else None,
-                  seed=config.seed + 1000 * config.rank, enable_checkpointing=True,
-                  checkpoint=dali_checkpoint(checkpoint))
-    # DALI cannot skip an image it fails to decode; the run stops, saying how to find them all.
+                  enable_checkpointing=True)
+    seed = config.seed + 1000 * config.rank
+    # DALI cannot skip an image it fails to decode. Evaluation stops, saying how to find
+    # them all; training leaves them out or stops as --bad-data says (data.bad_records).
     root, folder = os.path.split(os.path.normpath(dataset.image_dir))
     hint = (f"find every image of {dataset.image_dir} that fails with `python -m "
             f"data.coco_check {root} --splits {folder}`, then replace or remove it")
-    if split == "train":
-        dataset.check_max_boxes(config.max_boxes)
-        pipeline = ssd_train_pipeline(max_boxes=config.max_boxes, **common)
-        return DALILoader(pipeline, TRAIN_OUTPUTS, LastBatchPolicy.DROP, failure_hint=hint)
-    pipeline = ssd_eval_pipeline(**common)
-    return DALILoader(pipeline, EVAL_OUTPUTS, LastBatchPolicy.PARTIAL, failure_hint=hint)
+    if split != "train":
+        pipeline = ssd_eval_pipeline(annotations_file=dataset.annotation_file,
+                                     shard_id=config.rank, seed=seed,
+                                     checkpoint=dali_checkpoint(checkpoint), **common)
+        return DALILoader(pipeline, EVAL_OUTPUTS, LastBatchPolicy.PARTIAL, failure_hint=hint)
+    dataset.check_max_boxes(config.max_boxes)
+
+    def make_pipeline(annotations_file, shard_id, pass_index=None, state=None):
+        # The pipeline of one pass without bad images gets a random stream of its own.
+        pass_seed = seed if pass_index is None else seed + 7919 * (pass_index + 1)
+        return ssd_train_pipeline(annotations_file=annotations_file, shard_id=shard_id,
+                                  seed=pass_seed, checkpoint=state,
+                                  max_boxes=config.max_boxes, **common)
+
+    saved = checkpoint if isinstance(checkpoint, dict) else {}
+    recovery = CocoImageRecovery(dataset, make_pipeline, config.rank, config.world_size,
+                                 config.bad_data, config.num_threads,
+                                 saved.get("excluded", ()))
+    if recovery.excluded:  # resumed after images were left out: the same pipelines
+        pipeline = recovery.pipeline(saved.get("passes", 0), dali_checkpoint(checkpoint))
+    else:
+        pipeline = make_pipeline(dataset.annotation_file, config.rank,
+                                 state=dali_checkpoint(checkpoint))
+    return DALILoader(pipeline, TRAIN_OUTPUTS, LastBatchPolicy.DROP, recovery, saved, hint)
 
 
 class SyntheticDetectionLoader(RepeatedBatchLoader):

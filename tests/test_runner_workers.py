@@ -166,22 +166,42 @@ def test_a_bad_record_is_skipped_or_stops_every_worker(damaged_dataset, tmp_path
         assert not os.path.isdir(tmp_path / "checkpoints" / "epoch-0001")
 
 
-def test_a_bad_coco_image_stops_every_worker_naming_the_check(tmp_path):
-    """SSD on a COCO folder with one truncated JPEG, two workers: DALI cannot skip an image,
-    so both stop at once with status 2 and a message naming `python -m data.coco_check`,
-    never DALI's traceback, and never a hang (the test's timeout bounds it)."""
-    data = tmp_path / "coco"
+@pytest.fixture(scope="module")
+def coco_with_a_bad_image(tmp_path_factory):
+    """The demo detection set (16 training images of 128x128) with one training JPEG cut
+    short, as a broken download leaves it."""
+    data = tmp_path_factory.mktemp("bad_coco") / "coco"
     subprocess.run([sys.executable, "-m", "data.demo", "detection", "--out", str(data),
                     "--train-images", "16", "--val-images", "4", "--size", "128",
                     "--no-progress"], cwd=ROOT, check=True, capture_output=True, timeout=300)
     image = sorted((data / "train2017").iterdir())[3]
-    image.write_bytes(image.read_bytes()[:200])  # a truncated download
+    image.write_bytes(image.read_bytes()[:200])
+    return data, image
+
+
+@pytest.mark.parametrize("policy", ["skip", "stop"])
+def test_a_bad_coco_image_is_skipped_or_stops_every_worker(coco_with_a_bad_image, tmp_path,
+                                                           policy):
+    """SSD, two workers, a truncated training JPEG: skip (the default) trains every step
+    without it and logs it; stop ends both workers at once with status 2, naming the image
+    and the check command. Never DALI's traceback, never a hang (the timeout bounds it)."""
+    data, image = coco_with_a_bad_image
     result = subprocess.run(
         [RUNNER, "-n", "2", "-b", "4", "--arch", "ssd128_resnet18_fpn64", "--data-root",
-         str(data), "--workspace", str(tmp_path / "ws"), "--num-steps", "8",
-         "--epoch-steps", "8", "--data-threads", "1", "--progress", "off"],
-        env=_env(), capture_output=True, text=True, timeout=240)
+         str(data), "--workspace", str(tmp_path), "--num-steps", "8", "--epoch-steps", "4",
+         "--data-threads", "1", "--progress", "off", "--bad-data", policy],
+        env=_env(), capture_output=True, text=True, timeout=300)
     output = result.stdout + result.stderr
-    assert result.returncode == 2, output[-3000:]
     assert "Critical error in pipeline" not in output and "Traceback" not in output
-    assert f"python -m data.coco_check {data} --splits train2017" in output, output[-3000:]
+    assert f"{image}: truncated JPEG" in output, output[-3000:]
+    assert f"python -m data.coco_check {data} --splits train2017" in output
+    if policy == "skip":
+        assert result.returncode == 0, output[-3000:]
+        assert "leaving out 1 bad image(s)" in output
+        epochs = [json.loads(line) for line in open(tmp_path / "log.jsonl")
+                  if '"event": "epoch"' in line]
+        assert len(epochs) == 2 and all(e["skipped_samples"] >= 1 for e in epochs)
+    else:
+        assert result.returncode == 2, output[-3000:]
+        assert "1 image(s) cannot be decoded" in output
+        assert "stopped with exit status 2" in result.stderr
