@@ -133,7 +133,7 @@ def run_inference_case(settings, batch_size, on_epoch=None):
         When it cannot run here or the data is too small; MXNet's own errors (out of
         memory) pass through.
     """
-    check_epoch_length(settings, batch_size)  # before the network is built
+    iterations = check_epoch_length(settings, batch_size)  # before the network is built
     ctx = inference_context()
     net = build_network(settings.model, settings.num_classes, settings.layout,
                         settings.image_shape, settings.dtype, ctx)
@@ -144,7 +144,7 @@ def run_inference_case(settings, batch_size, on_epoch=None):
                   synthetic_inputs(batch_size, settings.image_shape, settings.layout,
                                    settings.dtype, ctx))
         return measure_epochs(lambda batch: forward(batch).wait_to_read(), inputs, settings,
-                              batch_size, on_epoch)
+                              batch_size, iterations, on_epoch)
     finally:
         del net, forward, inputs  # free the device memory before the next batch size
         gc.collect()

@@ -71,9 +71,11 @@ def package_versions():
         installed.setdefault(name, dist.version)
     versions = {}
     for key, prefixes in _PACKAGES.items():
-        matches = next((sorted(n for n in installed if n.startswith(prefix))
-                        for prefix in prefixes if any(n.startswith(prefix) for n in installed)),
-                       [])
+        matches = []
+        for prefix in prefixes:  # in order of preference
+            matches = sorted(n for n in installed if n.startswith(prefix))
+            if matches:
+                break
         if not matches:
             versions[key] = None
         elif matches[0] == key:

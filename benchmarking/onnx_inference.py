@@ -36,7 +36,7 @@ def run_inference_case(settings, batch_size, on_epoch=None):
         When it cannot run here or the data is too small; ONNX Runtime's own errors (out of
         memory) pass through.
     """
-    check_epoch_length(settings, batch_size)
+    iterations = check_epoch_length(settings, batch_size)
     model = OnnxModel(settings.onnx_path, threads=cpu_cores())
     inputs = None
     try:
@@ -46,7 +46,7 @@ def run_inference_case(settings, batch_size, on_epoch=None):
         def run_batch(batch):
             model.bind_input(batch)
             model.run()
-        return measure_epochs(run_batch, inputs, settings, batch_size, on_epoch)
+        return measure_epochs(run_batch, inputs, settings, batch_size, iterations, on_epoch)
     finally:
         del model, inputs  # free the device memory before the next batch size
         gc.collect()

@@ -38,9 +38,10 @@ def time_batches(run_batch, inputs, count):
     return latencies
 
 
-def measure_epochs(run_batch, inputs, settings, batch_size, on_epoch=None):
+def measure_epochs(run_batch, inputs, settings, batch_size, iterations, on_epoch=None):
     """One untimed batch (graphs built, algorithms chosen), then `settings.warmup` untimed
-    epochs and `settings.epochs` epochs timed batch by batch.
+    epochs and `settings.epochs` epochs of `iterations` batches (`check_epoch_length`),
+    timed batch by batch.
 
     Parameters
     ----------
@@ -55,7 +56,6 @@ def measure_epochs(run_batch, inputs, settings, batch_size, on_epoch=None):
         time this process got while timed: well under 1 on CPU means other processes took
         the rest, and the numbers are low).
     """
-    iterations = check_epoch_length(settings, batch_size)
     time_batches(run_batch, inputs, 1)
     latencies, epoch_rates, cpu_seconds, wall_seconds = [], [], 0.0, 0.0
     for epoch in range(settings.warmup + settings.epochs):

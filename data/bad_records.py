@@ -175,8 +175,8 @@ class CocoImageRecovery:
 
     @property
     def check_command(self):
-        root, split = os.path.split(os.path.normpath(self.dataset.image_dir))
-        return f"python -m data.coco_check {root} --splits {split}"
+        from data.coco_check import check_command
+        return check_command(self.dataset.image_dir)
 
     def skipped(self, pass_index):
         """Images of the split this worker leaves out (which of them fall in a pass's shard

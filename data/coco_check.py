@@ -17,7 +17,7 @@ from data.coco import (CocoError, _missing_files, coco_split_paths, load_annotat
                        normalize_annotations)
 from data.decode_check import BATCH, DecodeChecker
 
-__all__ = ['check_coco_split', 'main', 'undecodable_images']
+__all__ = ['check_coco_split', 'check_command', 'main', 'undecodable_images']
 
 DEFAULT_SPLITS = ('train2017', 'val2017')
 
@@ -55,6 +55,12 @@ def check_coco_split(root, split, sample=0, num_threads=None, progress=False):
     return problems + ['%s: %s' % (os.path.join(image_dir, name), reason)
                        for name, reason in undecodable_images(image_dir, names, num_threads,
                                                               progress, desc=split)]
+
+
+def check_command(image_dir):
+    """The command that checks the split whose images are in `image_dir` (ROOT/SPLIT)."""
+    root, split = os.path.split(os.path.normpath(image_dir))
+    return f"python -m data.coco_check {root} --splits {split}"
 
 
 def undecodable_images(image_dir, names, num_threads=None, progress=False, desc=None):

@@ -5,13 +5,13 @@ synthetic training batch in the same format.
 Training batches are ``{"data", "boxes", "labels"}``; evaluation batches
 ``{"data", "image_ids", "image_sizes"}`` (see `data/coco_pipelines.py` for shapes and padding).
 """
-import os
 from dataclasses import dataclass
 
 import mxnet as mx
 import numpy as np
 
 from data.bad_records import CocoImageRecovery
+from data.coco_check import check_command
 from data.coco_pipelines import ssd_eval_pipeline, ssd_train_pipeline
 from data.dali_iterator import LastBatchPolicy
 from data.loaders import (DALILoader, DataError, RepeatedBatchLoader, WorkerDataConfig,
@@ -60,9 +60,8 @@ def build_coco_loader(config, dataset, split, checkpoint=None):
     seed = config.seed + 1000 * config.rank
     # DALI cannot skip an image it fails to decode. Evaluation stops, saying how to find
     # them all; training leaves them out or stops as --bad-data says (data.bad_records).
-    root, folder = os.path.split(os.path.normpath(dataset.image_dir))
-    hint = (f"find every image of {dataset.image_dir} that fails with `python -m "
-            f"data.coco_check {root} --splits {folder}`, then replace or remove it")
+    hint = (f"find every image of {dataset.image_dir} that fails with "
+            f"`{check_command(dataset.image_dir)}`, then replace or remove it")
     if split != "train":
         pipeline = ssd_eval_pipeline(annotations_file=dataset.annotation_file,
                                      shard_id=config.rank, seed=seed,

@@ -47,9 +47,6 @@ class OnnxModel:
             # core) would only take the cores DALI decodes on.
             options.intra_op_num_threads = 1
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        elif threads:
-            options.intra_op_num_threads = threads
-        if device == "cuda":
             providers = [("CUDAExecutionProvider", {
                 "device_id": 0,
                 # NHWC kernels: the Tensor Core convolutions in float16 need no transposes.
@@ -57,6 +54,8 @@ class OnnxModel:
                 "cudnn_conv_algo_search": "EXHAUSTIVE",
                 "user_compute_stream": str(LEGACY_DEFAULT_STREAM)})]
         else:
+            if threads:
+                options.intra_op_num_threads = threads
             providers = ["CPUExecutionProvider"]
         self.session = onnxruntime.InferenceSession(path, options, providers=providers)
         if device == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
