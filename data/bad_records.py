@@ -172,6 +172,7 @@ class CocoImageRecovery:
         self.policy, self.num_threads = policy, num_threads
         self.excluded = set(excluded)
         self._folder = None
+        self._written = None  # the excluded names the annotation copy leaves out
 
     @property
     def check_command(self):
@@ -212,6 +213,7 @@ class CocoImageRecovery:
         images, in the shard DALI moves this worker to after each pass."""
         if self._folder is None:
             self._folder = tempfile.TemporaryDirectory(prefix="bad-images-")
+        if self._written != self.excluded:  # images found bad since the copy was written
             self._write_annotations()
         return self.make_pipeline(os.path.join(self._folder.name, "annotations.json"),
                                   (self.rank + pass_index) % self.num_shards, pass_index,
@@ -226,6 +228,7 @@ class CocoImageRecovery:
         doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in kept]
         with open(os.path.join(self._folder.name, "annotations.json"), "w") as f:
             json.dump(doc, f)
+        self._written = set(self.excluded)
 
     def state(self):
         return sorted(self.excluded)

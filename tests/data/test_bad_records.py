@@ -163,3 +163,27 @@ def test_stop_names_the_records_and_the_repair_command(numbered):
                                         r'key 40 .*im2rec --check .*train.rec --repair'):
         list(train)
 
+
+
+def test_coco_recovery_leaves_out_images_found_bad_after_a_resume(tmp_path):
+    """A worker resumed with one image already left out, which then meets another bad one,
+    reads a copy of the annotations without either (not the copy written at the resume)."""
+    import json
+    from data.bad_records import CocoImageRecovery
+    from data.coco import prepare_coco
+    root = tmp_path / 'coco'
+    subprocess.run([sys.executable, '-m', 'data.demo', 'detection', '--out', str(root),
+                    '--train-images', '6', '--val-images', '2', '--size', '64',
+                    '--no-progress'], cwd=REPO, check=True, capture_output=True, timeout=300)
+    dataset = prepare_coco(str(root), 'train2017', str(tmp_path / 'cache'))
+    names = sorted(os.listdir(root / 'train2017'))
+    recovery = CocoImageRecovery(dataset, lambda path, *rest: path, rank=0, num_shards=1,
+                                 policy='skip', num_threads=1, excluded=[names[0]])
+
+    def listed(path):
+        return {image['file_name'] for image in json.load(open(path))['images']}
+    assert listed(recovery.pipeline(0)) == set(names[1:])
+    (root / 'train2017' / names[2]).write_bytes(b'not a jpeg')
+    recovery.handle_failure(RuntimeError('DALI failed'), 0)
+    assert recovery.excluded == {names[0], names[2]}
+    assert listed(recovery.pipeline(0)) == set(names[1:]) - {names[2]}
