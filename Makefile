@@ -3,6 +3,7 @@
 #   make test      set everything up, run the test suite
 #   make demo-ssd  after `make demo`: train a small SSD on the demo detection set from that
 #                  classifier, print its COCO summary
+#   make demo-mrcnn  after `make demo`: the same with a small Mask R-CNN (boxes and masks)
 # A second `make setup` finds everything in place and returns in seconds.
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -c constraints.txt
 DEPS_STAMP := $(VENV)/.deps-installed
 HOROVOD_STAMP := $(VENV)/.horovod-installed
 
-.PHONY: setup ops demo demo-ssd test clean-demo
+.PHONY: setup ops demo demo-ssd demo-mrcnn test clean-demo
 
 setup: $(HOROVOD_STAMP) ops
 
@@ -48,8 +49,11 @@ demo: setup
 demo-ssd: setup
 	examples/CPU_SSD_DEMO.sh demo_data/detection workspace/ssd-demo
 
+demo-mrcnn: setup
+	examples/CPU_MRCNN_DEMO.sh demo_data/detection workspace/mrcnn-demo
+
 test: setup
 	$(PY) -m pytest
 
 clean-demo:
-	rm -rf demo_data workspace/demo workspace/ssd-demo
+	rm -rf demo_data workspace/demo workspace/ssd-demo workspace/mrcnn-demo

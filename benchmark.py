@@ -530,11 +530,11 @@ def _flag_value(argv, flag, default):
 
 
 def _detect_options():
-    """train.py's defaults of the detection post-processing flags (the recipe's)."""
-    from engine.options import build_parser
+    """train.py's defaults of SSD's post-processing flags (the recipe's)."""
+    from engine.options import TASK_DEFAULTS, build_parser
     parser = build_parser(add_help=False)
     return {"score_thresh": parser.get_default("score_threshold"),
-            "nms_thresh": parser.get_default("nms_threshold"),
+            "nms_thresh": TASK_DEFAULTS["detection"]["nms_threshold"],
             "max_detections": parser.get_default("max_detections")}
 
 

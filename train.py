@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Train and evaluate ResNet v1.5 classifiers and SSD-FPN detectors with DALI data and Horovod.
+"""Train and evaluate ResNet v1.5 classifiers, SSD-FPN detectors and Mask R-CNN with DALI data
+and Horovod.
 
 One process per worker; `./runner -n N` starts N of them (a single process also works on its
 own); the task follows from `--arch`. Modes: `train`, `val` (evaluate a checkpoint) and
 `train_val` (evaluate after every epoch). Everything a run writes goes to `--workspace`:
 `config.json`, `log.jsonl` and `train.log`, `checkpoints/epoch-NNNN/`, `bbox.json`
-(detection), and `<model-prefix>-symbol.json` / `-NNNN.params` for deployment.
+(detection; Mask R-CNN also `segm.json`), and `<model-prefix>-symbol.json` / `-NNNN.params` for deployment.
 
 A record that fails to decode is left out and counted (`--bad-data skip`, the default: one
 bad image in a million must not end a run hours in) or stops every worker with a message
@@ -35,19 +36,21 @@ import mxnet as mx  # noqa: E402
 import models
 from data.coco import CocoError, prepare_coco
 from data.check_data import check_data
-from data.coco_loaders import CocoLoaderConfig, build_coco_loader
+from data.coco_loaders import CocoLoaderConfig, MaskRCNNLoaderConfig, build_coco_loader
 from data.loaders import DataError, LoaderConfig, build_loader
 from engine.checkpoint import CheckpointError, latest_checkpoint
 from engine.distributed import HOROVOD_SHUT_DOWN, init_distributed, peer_left
 from engine.files import write_json
-from engine.hooks import CheckpointHook, EvalHook, SyncBatchNormStatsHook
+from engine.hooks import CheckpointHook, EvalHook, SyncBatchNormStatsHook, TargetStopHook
 from engine.logger import LoggerHook
-from engine.options import apply_task_defaults, build_parser, data_splits
+from engine.options import (apply_task_defaults, build_parser, check_target_flags, data_splits,
+                            mask_rcnn_settings, metric_targets, reads_coco)
 from engine.loop import EXIT_DIVERGED, TrainingDiverged, TrainLoop
 from engine.loss_scaler import LossScaler
 from engine.optimization import (exclude_from_weight_decay, make_step_schedule,
                                  scaled_learning_rate, sgd_params)
 from engine.tasks.classification import ClassificationTask
+from engine.tasks.mask_rcnn import MaskRCNNTask
 from engine.tasks.ssd import SSDTask
 from engine.weights import (load_weights, read_trainer_states, restore_trainer_states,
                             weights_file)
@@ -104,10 +107,12 @@ def find_resume_checkpoint(args, dist):
 
 @dataclass
 class Setup:
-    """What differs by task: the network's class count and builder arguments, the loaders
-    (``make_loader(split, state=None)``) and the task, made once the network exists."""
+    """What differs by task: the network's class count, builder arguments and input shape
+    (of the pass that sizes its layers), the loaders (``make_loader(split, state=None)``)
+    and the task, made once the network exists."""
     num_classes: int
     net_kwargs: dict
+    image_shape: tuple
     make_loader: Callable
     make_task: Callable
 
@@ -115,7 +120,7 @@ class Setup:
 def classification_setup(args, dist, ctx, device_id, dtype, backend):
     cfg = loader_config(args, dist, device_id, dtype, backend)
     return Setup(args.num_classes, {"zero_init_residual": args.zero_init_residual},
-                 lambda split, state=None: build_loader(cfg, split, checkpoint=state),
+                 args.image_shape, lambda split, state=None: build_loader(cfg, split, checkpoint=state),
                  lambda net: ClassificationTask(args.num_classes, ctx, args.label_smoothing,
                                                 args.mixup, seed=args.seed + dist.rank))
 
@@ -132,8 +137,8 @@ def detection_setup(args, dist, ctx, device_id, dtype, backend):
     cfg = CocoLoaderConfig(image_size=height, max_boxes=args.max_boxes,
                            **worker_data(args, dist, device_id, dtype, backend))
     any_split = next(iter(datasets.values()))
-    return Setup(any_split.num_classes, {"image_size": height},
-                 lambda split, state=None: build_coco_loader(cfg, datasets[split], split, state),
+    return Setup(any_split.num_classes, {"image_size": height}, args.image_shape,
+                 coco_loaders(cfg, datasets),
                  lambda net: SSDTask(ctx, height, net.anchors(height, ctx),
                                      any_split.crowd_label, datasets.get("val"),
                                      args.workspace if dist.is_main else None,
@@ -141,7 +146,38 @@ def detection_setup(args, dist, ctx, device_id, dtype, backend):
                                      args.max_detections, dist))
 
 
-def prepare_coco_splits(args, dist):
+def instance_segmentation_setup(args, dist, ctx, device_id, dtype, backend):
+    if dtype == "float16":
+        raise UsageError("Mask R-CNN trains in float32 so far (its float16 casts are not "
+                         "written yet); use --dtype float32")
+    if args.layout != "NCHW":
+        raise UsageError("Mask R-CNN takes --layout NCHW (MXNet's RoIAlign is NCHW only)")
+    datasets = prepare_coco_splits(args, dist, keep_segmentation=True)
+    import ops  # noqa: F401  (before training starts: see detection_setup)
+    cfg = MaskRCNNLoaderConfig(min_sizes=tuple(args.min_size), max_size=args.max_size,
+                               max_boxes=args.max_boxes, max_polygons=args.max_polygons,
+                               max_vertices=args.max_vertices,
+                               **worker_data(args, dist, device_id, dtype, backend))
+    any_split = next(iter(datasets.values()))
+    # The smallest input with every pyramid level (P6 has stride 64) sizes the layers.
+    return Setup(any_split.num_classes,
+                 dict(crowd_label=any_split.crowd_label, **mask_rcnn_settings(args)),
+                 (3, 64, 64), coco_loaders(cfg, datasets),
+                 lambda net: MaskRCNNTask(ctx, datasets.get("val"),
+                                          args.workspace if dist.is_main else None,
+                                          seed=args.seed + dist.rank))
+
+
+SETUPS = {"classification": classification_setup, "detection": detection_setup,
+          "instance_segmentation": instance_segmentation_setup}
+
+
+def coco_loaders(cfg, datasets):
+    """``make_loader(split, state=None)`` over prepared COCO `datasets` by split."""
+    return lambda split, state=None: build_coco_loader(cfg, datasets[split], split, state)
+
+
+def prepare_coco_splits(args, dist, keep_segmentation=False):
     """The COCO splits the mode needs, checked and normalised (data/coco.py) by rank 0 into
     the workspace's cache, then reused by the other workers."""
     splits = data_splits(args.mode)
@@ -150,7 +186,9 @@ def prepare_coco_splits(args, dist):
 
     def prepare():
         return {split: prepare_coco(args.data_root, names[split], cache,
-                                    missing_images=args.missing_images) for split in splits}
+                                    missing_images=args.missing_images,
+                                    keep_segmentation=keep_segmentation)
+                for split in splits}
     error = None
     if dist.is_main:
         try:
@@ -173,11 +211,11 @@ def check_data_first(args, dist):
     learns of a bad one (or they would wait for rank 0)."""
     error = None
     if dist.is_main:
-        detection = models.model_task(args.arch) == "detection"
+        coco = reads_coco(args.arch)
         names = {"train": args.train_split, "val": args.val_split}
-        splits = [names[s] if detection else s for s in data_splits(args.mode)]
+        splits = [names[s] if coco else s for s in data_splits(args.mode)]
         try:
-            for line in check_data(args.data_root, splits, args.check_data, detection,
+            for line in check_data(args.data_root, splits, args.check_data, coco,
                                    _data_threads(args, dist)):
                 log.info("--check-data: %s", line)
         except DataError as failure:
@@ -210,15 +248,28 @@ def loader_config(args, dist, device_id, dtype, backend):
 
 
 def steps_per_epoch(args, dist, train_loader):
+    """Optimizer steps per epoch: --epoch-steps, or one pass over the training data (capped
+    by --num-examples) in steps of --accumulate batches; batches left over by the last step
+    roll over into the next epoch (the loader is an endless stream)."""
     if args.epoch_steps:
         return args.epoch_steps
-    steps = len(train_loader)
+    batches = len(train_loader)
     if args.num_examples:
-        steps = min(steps, args.num_examples // (args.batch_size * dist.size))
+        batches = min(batches, args.num_examples // (args.batch_size * dist.size))
+    steps = batches // args.accumulate
     if steps < 1:
-        raise UsageError(f"--num-examples {args.num_examples} is less than one global batch "
-                         f"({args.batch_size} x {dist.size} workers)")
+        raise UsageError(_too_few_batches(args, dist, batches))
     return steps
+
+
+def _too_few_batches(args, dist, batches):
+    step = f"{args.batch_size} x {dist.size} workers"
+    if args.accumulate > 1:
+        step += f" x --accumulate {args.accumulate}"
+    if args.num_examples:
+        return f"--num-examples {args.num_examples} is less than one global batch ({step})"
+    return (f"a pass over the training data gives each worker {batches} batch(es), fewer than "
+            f"--accumulate {args.accumulate}; lower --accumulate or -b")
 
 
 def training_length(args, steps):
@@ -258,12 +309,17 @@ def make_loss_scaler(args, dtype):
 
 
 def train(args, dist, net, task, setup, checkpoint, config):
+    """Train (and evaluate, with --mode train_val); returns the last metrics and whether the
+    targets were reached (None without targets)."""
+    targets = task_targets(args, task)
+    if checkpoint:
+        check_same_accumulation(args, checkpoint)
     worker_state = _worker_state(checkpoint, dist)
     train_loader = setup.make_loader("train", worker_state.get("loader"))
     val_loader = setup.make_loader("val") if args.mode == "train_val" else None
     steps = steps_per_epoch(args, dist, train_loader)
-    global_batch = args.batch_size * dist.size
-    lr = scaled_learning_rate(args.lr, global_batch)
+    global_batch = args.batch_size * dist.size * args.accumulate  # of one optimizer step
+    lr = scaled_learning_rate(args.lr, global_batch, args.lr_batch)
     schedule = lr_schedule(args, lr, steps)
     params = net.collect_params()
     exclude_from_weight_decay(params)
@@ -271,11 +327,14 @@ def train(args, dist, net, task, setup, checkpoint, config):
                                                           config["dtype"] == "float16"))
     if checkpoint:
         states = read_trainer_states(checkpoint) if dist.is_main else None
-        restore_trainer_states(trainer, dist.broadcast_object(states, "resume.trainer_states"))
+        restore_trainer_states(trainer, dist.broadcast_object(states, "resume.trainer_states"),
+                               schedule)
     task.load_state_dict(worker_state.get("task", {}))
     hooks = [SyncBatchNormStatsHook(dist)]
     if val_loader is not None:
         hooks.append(EvalHook(val_loader, dist, every=args.eval_every))
+    if targets:
+        hooks.append(TargetStopHook(targets, dist))
     hooks.append(LoggerHook(dist, os.path.join(args.workspace, "log.jsonl"),
                             args.log_interval,
                             progress={"auto": None, "on": True, "off": False}[args.progress]))
@@ -285,17 +344,36 @@ def train(args, dist, net, task, setup, checkpoint, config):
                                     args.keep_checkpoints,
                                     os.path.join(args.workspace, args.model_prefix)))
     loop = TrainLoop(net, trainer, task, train_loader, steps, args.batch_size,
-                     make_loss_scaler(args, config["dtype"]), hooks, dist=dist)
+                     make_loss_scaler(args, config["dtype"]), hooks, dist=dist,
+                     accumulate=args.accumulate)
     start_epoch = 0
     if checkpoint:
         loop.load_state_dict(checkpoint.state["loop"])
         start_epoch = checkpoint.state["loop"]["epoch"]
     num_epochs, total_steps = training_length(args, steps)
-    log.info("training %s: %d workers x batch %d, %d steps/epoch, lr %.4f (%s), %s, epochs "
-             "%d-%d (%d steps)", args.arch, dist.size, args.batch_size, steps, lr,
-             args.lr_schedule, config["dtype"], start_epoch, num_epochs - 1, total_steps)
+    log.info("training %s: %d workers x batch %d x accumulate %d (effective batch %d), %d "
+             "steps/epoch, lr %.4f (%s), %s, epochs %d-%d (%d steps)", args.arch, dist.size,
+             args.batch_size, args.accumulate, global_batch, steps, lr, args.lr_schedule,
+             config["dtype"], start_epoch, num_epochs - 1, total_steps)
     loop.run(start_epoch, num_epochs, max_steps=total_steps)
-    return loop.metrics
+    return loop.metrics, loop.target_reached
+
+
+def task_targets(args, task):
+    """{metric: threshold} of the --target-* flags, checked against what the task reports."""
+    try:
+        return metric_targets(args, task.targets)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def check_same_accumulation(args, checkpoint):
+    """A resumed run takes the checkpoint's --accumulate: another would change the steps per
+    epoch and the learning rate's scaling under the restored schedule position."""
+    trained = (checkpoint.state.get("config") or {}).get("accumulate", 1)
+    if trained != args.accumulate:
+        raise UsageError(f"--resume: {checkpoint.path} was trained with --accumulate {trained}; "
+                         f"resume with --accumulate {trained}")
 
 
 def _worker_state(checkpoint, dist):
@@ -316,6 +394,7 @@ def main(argv=None):
     dist = init_distributed(args.stall_timeout)
     _setup_logging(args.workspace, dist)
     try:
+        _check_target_flags(args)
         ctx, device_id, dtype, backend = select_device(args, dist)
         config = dict(vars(args), dtype=dtype, data_backend=backend, workers=dist.size,
                       mxnet=mx.__version__, context=str(ctx))
@@ -325,21 +404,20 @@ def main(argv=None):
         checkpoint = find_resume_checkpoint(args, dist) if wants_checkpoint else None
         if args.check_data is not None and args.data_backend != "synthetic":
             check_data_first(args, dist)
-        detection = models.model_task(args.arch) == "detection"
-        setup = (detection_setup if detection else classification_setup)(
-            args, dist, ctx, device_id, dtype, backend)
-        net = models.build_network(args.arch, setup.num_classes, args.layout, args.image_shape,
+        task_name = models.model_task(args.arch)
+        setup = SETUPS[task_name](args, dist, ctx, device_id, dtype, backend)
+        net = models.build_network(args.arch, setup.num_classes, args.layout, setup.image_shape,
                                    dtype, ctx, seed=args.seed, **setup.net_kwargs)
-        start_backbone(args, net, detection, ctx)
+        start_backbone(args, net, task_name, ctx)
         weights = args.load or (checkpoint.params_path if checkpoint else None)
         if weights:
             load_weights(net, weights, ctx)
         dist.broadcast_parameters(net.collect_params())
         task = setup.make_task(net)
         if args.mode == "val":
-            metrics = task.evaluate(net, setup.make_loader("val"), dist)
+            metrics, target_reached = task.evaluate(net, setup.make_loader("val"), dist), None
         else:
-            metrics = train(args, dist, net, task, setup, checkpoint, config)
+            metrics, target_reached = train(args, dist, net, task, setup, checkpoint, config)
     except (UsageError, DataError, CheckpointError) as error:
         log.error("%s", error)
         return 2
@@ -354,16 +432,16 @@ def main(argv=None):
         log.error("stopping too: another worker stopped first (%s)", HOROVOD_SHUT_DOWN)
         return 1
     if dist.is_main:
-        _report(args, task, metrics)
+        _report(args, task, metrics, target_reached)
     dist.finish()
     return 0
 
 
-def start_backbone(args, net, detection, ctx):
+def start_backbone(args, net, task_name, ctx):
     """--backbone-weights: a detector's backbone from a classifier checkpoint."""
     if not args.backbone_weights:
         return
-    if not detection:
+    if task_name == "classification":
         raise UsageError("--backbone-weights starts a detector's backbone; a classifier "
                          "starts from a checkpoint with --load")
     try:
@@ -373,13 +451,21 @@ def start_backbone(args, net, detection, ctx):
     log.info("backbone initialised from %s", args.backbone_weights)
 
 
-def _report(args, task, metrics):
+def _check_target_flags(args):
+    try:
+        check_target_flags(args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _report(args, task, metrics, target_reached):
     if metrics:
         log.info("validation: %s", task.summary(metrics))
     log.info("workspace: %s (checkpoints in %s, logs in %s)", os.path.abspath(args.workspace),
              os.path.join(args.workspace, "checkpoints"), os.path.join(args.workspace, "log.jsonl"))
     if args.report:
         write_json(args.report, {"config": vars(args), "metrics": metrics,
+                                  "target_reached": target_reached,
                                   "log": os.path.join(args.workspace, "log.jsonl")})
 
 

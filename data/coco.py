@@ -40,7 +40,7 @@ __all__ = ["CategoryMap", "CocoDataset", "CocoError", "coco_split_paths", "load_
 log = logging.getLogger(__name__)
 
 # Bump when the normalised format changes, so that old cache files are not reused.
-NORMALIZED_FORMAT = 2  # 2: stats count rows_per_image
+NORMALIZED_FORMAT = 3  # 2: stats count rows_per_image; 3: polygons and vertices
 CROWD_NAME = "crowd"
 MISSING_POLICIES = ("error", "skip")
 
@@ -173,6 +173,34 @@ class CocoDataset:
         return images, rows
 
 
+    def check_max_polygons(self, max_polygons, max_vertices):
+        """Log a warning about images whose polygons or vertices would be cut (their objects
+        then train without a mask target from the cut polygons), and about objects without
+        polygons. Needs a file normalised with ``keep_segmentation=True``.
+
+        Returns
+        -------
+        (int, int)
+            Images with more than `max_polygons` polygons, and with more than `max_vertices`
+            vertices.
+        """
+        polygons, _ = _over(self.stats["polygons_per_image"], max_polygons)
+        vertices, _ = _over(self.stats["vertices_per_image"], max_vertices)
+        for images, limit, flag, most in (
+                (polygons, max_polygons, "--max-polygons", "max_polygons_per_image"),
+                (vertices, max_vertices, "--max-vertices", "max_vertices_per_image")):
+            if images:
+                log.warning("%d image(s) of %s hold more than %s=%d (up to %d); the polygons "
+                            "beyond it are left out of the mask targets; raise %s to keep "
+                            "them", images, self.source_file, flag[2:].replace("-", "_"),
+                            limit, self.stats[most], flag)
+        if self.stats.get("objects_without_polygons"):
+            log.warning("%d object(s) of %s have no polygon segmentation (RLE or none): they "
+                        "train boxes with an empty mask target",
+                        self.stats["objects_without_polygons"], self.source_file)
+        return polygons, vertices
+
+
 def _over(histogram, limit):
     counts = {int(k): v for k, v in histogram.items()}
     return (sum(n for k, n in counts.items() if k > limit),
@@ -278,7 +306,10 @@ def normalize_annotations(doc, source="annotations", drop_images=(), keep_segmen
     drop_images : collection of str
         File names of images to leave out, with their annotations.
     keep_segmentation : bool
-        Copy the ``segmentation`` fields (polygon masks; not clipped).
+        Copy the objects' polygon ``segmentation`` fields (not clipped); crowd regions' RLE
+        masks are left out (training ignores what lies inside their boxes), and so are the
+        RLE masks of objects, which are counted (``objects_without_polygons``): DALI's
+        polygon reader cannot read them.
 
     Returns
     -------
@@ -287,7 +318,8 @@ def normalize_annotations(doc, source="annotations", drop_images=(), keep_segmen
         ``dropped_zero_area``, ``dropped_unknown_image``, ``empty_images``,
         ``objects_per_image``, ``crowd_per_image`` and ``rows_per_image`` (objects and
         crowd regions; histograms: count -> images), ``max_objects_per_image``,
-        ``max_rows_per_image``.
+        ``max_rows_per_image``; with `keep_segmentation` also ``polygons_per_image`` and
+        ``vertices_per_image`` (histograms), their maxima, and ``objects_without_polygons``.
     """
     _check_image_entries(doc["images"], source)
     categories = CategoryMap(doc["categories"])
@@ -308,8 +340,8 @@ def normalize_annotations(doc, source="annotations", drop_images=(), keep_segmen
         label = crowd_label if crowd else _class_of(categories, ann, source)
         out = dict(id=ann.get("id", order + 1), image_id=ann["image_id"], category_id=label,
                    bbox=box, area=float(ann.get("area", box[2] * box[3])), iscrowd=crowd)
-        if keep_segmentation and "segmentation" in ann:
-            out["segmentation"] = ann["segmentation"]
+        if keep_segmentation and not crowd:
+            _keep_polygons(ann, out, stats)
         kept.append((ann["image_id"], crowd, order, out))
     # Crowd regions after the objects of their image: the pipeline slices them off there.
     kept.sort(key=lambda item: item[:3])
@@ -324,6 +356,8 @@ def normalize_annotations(doc, source="annotations", drop_images=(), keep_segmen
                  rows_per_image=_histogram(rows),
                  max_objects_per_image=max(objects.values(), default=0),
                  max_rows_per_image=max(rows, default=0))
+    if keep_segmentation:
+        stats.update(_polygon_counts(images, kept))
     out_categories = [dict(id=i + 1, name=name) for i, name in enumerate(categories.names)]
     out_categories.append(dict(id=crowd_label, name=CROWD_NAME))
     normalized = dict(
@@ -335,6 +369,29 @@ def normalize_annotations(doc, source="annotations", drop_images=(), keep_segmen
         annotations=annotations, categories=out_categories,
         source_categories=categories.to_json())
     return normalized, stats
+
+
+def _keep_polygons(ann, out, stats):
+    """Copy an object's polygons into its normalised annotation `out`; count it when it has
+    none DALI can read (an RLE mask, or no segmentation)."""
+    polygons = ann.get("segmentation")
+    if isinstance(polygons, list) and polygons:
+        out["segmentation"] = polygons
+    else:
+        stats["objects_without_polygons"] = stats.get("objects_without_polygons", 0) + 1
+
+
+def _polygon_counts(images, kept):
+    polygons = {im["id"]: 0 for im in images}
+    vertices = dict(polygons)
+    for image_id, _, _, ann in kept:
+        for polygon in ann.get("segmentation", ()):
+            polygons[image_id] += 1
+            vertices[image_id] += len(polygon) // 2
+    return dict(polygons_per_image=_histogram(polygons.values()),
+                vertices_per_image=_histogram(vertices.values()),
+                max_polygons_per_image=max(polygons.values(), default=0),
+                max_vertices_per_image=max(vertices.values(), default=0))
 
 
 def _clipped_box(ann, size, source, stats):

@@ -1,9 +1,13 @@
-"""COCO detection loaders for SSD: the DALI pipelines of `data/coco_pipelines.py` behind the
-loaders' common interface (`data.loaders.DALILoader`: iteration, ``len()``, ``state()``), and a
-synthetic training batch in the same format.
+"""COCO loaders for SSD and Mask R-CNN: the DALI pipelines of `data/coco_pipelines.py` and
+`data/mask_rcnn_pipelines.py` behind the loaders' common interface (`data.loaders.DALILoader`:
+iteration, ``len()``, ``state()``), and a synthetic SSD training batch in the same format.
 
-Training batches are ``{"data", "boxes", "labels"}``; evaluation batches
-``{"data", "image_ids", "image_sizes"}`` (see `data/coco_pipelines.py` for shapes and padding).
+A loader config says which pipelines it reads (`CocoLoaderConfig`: SSD,
+`MaskRCNNLoaderConfig`: Mask R-CNN); `build_coco_loader` does the rest the same way for both:
+sharding, seeds, checkpoints and the bad-image recovery. SSD training batches are
+``{"data", "boxes", "labels"}``, evaluation batches ``{"data", "image_ids", "image_sizes"}``;
+Mask R-CNN's add ``polygons``, ``vertices`` and ``im_hw`` (see the pipelines' modules for
+shapes and padding).
 """
 from dataclasses import dataclass
 
@@ -16,6 +20,8 @@ from data.coco_pipelines import ssd_eval_pipeline, ssd_train_pipeline
 from data.dali_iterator import LastBatchPolicy
 from data.loaders import (DALILoader, DataError, RepeatedBatchLoader, WorkerDataConfig,
                           dali_checkpoint, device_context, synthetic_images)
+from data.mask_rcnn_pipelines import (MAX_POLYGONS, MAX_SIZE, MAX_VERTICES, MIN_SIZE,
+                                      mask_rcnn_eval_pipeline, mask_rcnn_train_pipeline)
 
 TRAIN_OUTPUTS = ("data", "boxes", "labels")
 EVAL_OUTPUTS = ("data", "image_ids", "image_sizes")
@@ -23,19 +29,63 @@ EVAL_OUTPUTS = ("data", "image_ids", "image_sizes")
 
 @dataclass
 class CocoLoaderConfig(WorkerDataConfig):
-    """The COCO loaders: the worker's settings, the square input side, and `max_boxes`, the
+    """The SSD loaders: the worker's settings, the square input side, and `max_boxes`, the
     number of rows objects and crowd regions are padded to (rows beyond are cut, with a count
     logged by `CocoDataset.check_max_boxes`)."""
     image_size: int = 320
     max_boxes: int = 100
 
+    train_outputs = TRAIN_OUTPUTS
+    eval_outputs = EVAL_OUTPUTS
+
+    def train_pipeline(self, **common):
+        return ssd_train_pipeline(image_size=self.image_size, max_boxes=self.max_boxes,
+                                  layout=self.layout, **common)
+
+    def eval_pipeline(self, **common):
+        return ssd_eval_pipeline(image_size=self.image_size, layout=self.layout, **common)
+
+    def check_rows(self, dataset):
+        dataset.check_max_boxes(self.max_boxes)
+
+
+@dataclass
+class MaskRCNNLoaderConfig(WorkerDataConfig):
+    """The Mask R-CNN loaders: the worker's settings, the resize (shorter side one of
+    `min_sizes`, drawn per training image, evaluation taking the last, the largest of a
+    multi-scale range; longer side at most `max_size`) and the rows boxes, polygons and
+    vertices are padded to (NCHW only)."""
+    min_sizes: tuple = (MIN_SIZE,)
+    max_size: int = MAX_SIZE
+    max_boxes: int = 100
+    max_polygons: int = MAX_POLYGONS
+    max_vertices: int = MAX_VERTICES
+
+    train_outputs = TRAIN_OUTPUTS + ("polygons", "vertices", "im_hw")
+    eval_outputs = ("data", "im_hw", "image_ids", "image_sizes")
+
+    def train_pipeline(self, **common):
+        return mask_rcnn_train_pipeline(min_sizes=self.min_sizes, max_size=self.max_size,
+                                        max_boxes=self.max_boxes,
+                                        max_polygons=self.max_polygons,
+                                        max_vertices=self.max_vertices, **common)
+
+    def eval_pipeline(self, **common):
+        return mask_rcnn_eval_pipeline(min_size=self.min_sizes[-1], max_size=self.max_size,
+                                       **common)
+
+    def check_rows(self, dataset):
+        dataset.check_max_boxes(self.max_boxes)
+        dataset.check_max_polygons(self.max_polygons, self.max_vertices)
+
 
 def build_coco_loader(config, dataset, split, checkpoint=None):
-    """The SSD loader of `split` ("train" or "val") over a prepared `data.coco.CocoDataset`.
+    """The loader of `split` ("train" or "val") over a prepared `data.coco.CocoDataset`.
 
     Parameters
     ----------
-    config : CocoLoaderConfig
+    config : CocoLoaderConfig or MaskRCNNLoaderConfig
+        The worker's settings and which pipelines to read.
     dataset : data.coco.CocoDataset
     split : str
         "train" (shuffled, augmented, images without objects skipped, last incomplete batch
@@ -44,6 +94,9 @@ def build_coco_loader(config, dataset, split, checkpoint=None):
         What `state()` returned when the checkpoint was taken.
     """
     if config.backend == "synthetic":
+        if not isinstance(config, CocoLoaderConfig):
+            raise DataError("--data-backend synthetic feeds SSD training only; Mask R-CNN "
+                            "reads dali-cpu or dali-gpu data")
         return SyntheticDetectionLoader(config, dataset, split)
     if config.backend not in ("dali-cpu", "dali-gpu"):
         raise DataError(f"detection data is read by DALI: use --data-backend dali-cpu or "
@@ -52,29 +105,28 @@ def build_coco_loader(config, dataset, split, checkpoint=None):
     if gpu and config.device_id is None:
         raise DataError("--data-backend dali-gpu needs a GPU; use dali-cpu on CPU machines")
     common = dict(file_root=dataset.image_dir, num_shards=config.world_size,
-                  image_size=config.image_size, decoder_device="mixed" if gpu else "cpu",
+                  decoder_device="mixed" if gpu else "cpu",
                   hw_decoder_load=config.hw_decoder_load, dtype=config.dtype,
-                  layout=config.layout, batch_size=config.batch_size,
-                  num_threads=config.num_threads, device_id=config.device_id if gpu else None,
-                  enable_checkpointing=True)
+                  batch_size=config.batch_size, num_threads=config.num_threads,
+                  device_id=config.device_id if gpu else None, enable_checkpointing=True)
     seed = config.seed + 1000 * config.rank
     # DALI cannot skip an image it fails to decode. Evaluation stops, saying how to find
     # them all; training leaves them out or stops as --bad-data says (data.bad_records).
     hint = (f"find every image of {dataset.image_dir} that fails with "
             f"`{check_command(dataset.image_dir)}`, then replace or remove it")
     if split != "train":
-        pipeline = ssd_eval_pipeline(annotations_file=dataset.annotation_file,
-                                     shard_id=config.rank, seed=seed,
-                                     checkpoint=dali_checkpoint(checkpoint), **common)
-        return DALILoader(pipeline, EVAL_OUTPUTS, LastBatchPolicy.PARTIAL, failure_hint=hint)
-    dataset.check_max_boxes(config.max_boxes)
+        pipeline = config.eval_pipeline(annotations_file=dataset.annotation_file,
+                                        shard_id=config.rank, seed=seed,
+                                        checkpoint=dali_checkpoint(checkpoint), **common)
+        return DALILoader(pipeline, config.eval_outputs, LastBatchPolicy.PARTIAL,
+                          failure_hint=hint)
+    config.check_rows(dataset)
 
     def make_pipeline(annotations_file, shard_id, pass_index=None, state=None):
         # The pipeline of one pass without bad images gets a random stream of its own.
         pass_seed = seed if pass_index is None else seed + 7919 * (pass_index + 1)
-        return ssd_train_pipeline(annotations_file=annotations_file, shard_id=shard_id,
-                                  seed=pass_seed, checkpoint=state,
-                                  max_boxes=config.max_boxes, **common)
+        return config.train_pipeline(annotations_file=annotations_file, shard_id=shard_id,
+                                     seed=pass_seed, checkpoint=state, **common)
 
     saved = checkpoint if isinstance(checkpoint, dict) else {}
     recovery = CocoImageRecovery(dataset, make_pipeline, config.rank, config.world_size,
@@ -85,7 +137,8 @@ def build_coco_loader(config, dataset, split, checkpoint=None):
     else:
         pipeline = make_pipeline(dataset.annotation_file, config.rank,
                                  state=dali_checkpoint(checkpoint))
-    return DALILoader(pipeline, TRAIN_OUTPUTS, LastBatchPolicy.DROP, recovery, saved, hint)
+    return DALILoader(pipeline, config.train_outputs, LastBatchPolicy.DROP, recovery, saved,
+                      hint)
 
 
 class SyntheticDetectionLoader(RepeatedBatchLoader):

@@ -52,16 +52,18 @@ _SIZE_THRESHOLD = 1e-6
 
 
 def _read_coco(file_root, annotations_file, shard_id, num_shards, shuffle, skip_empty,
-               image_ids):
+               image_ids, polygon_masks=False):
     # ltrb + ratio: boxes as [x1, y1, x2, y2] in 0..1, what the crop and flip expect.
     # avoid_class_remapping: the normalised file's ids already are the training classes;
     # DALI's own remapping would renumber them in the order it meets them.
     # pad_last_batch: every shard's epoch ends on a whole batch (equal batch counts).
+    # polygon_masks: two more outputs, polygons and their vertices (Mask R-CNN).
     return fn.readers.coco(file_root=file_root, annotations_file=annotations_file,
                            shard_id=shard_id, num_shards=num_shards, random_shuffle=shuffle,
                            skip_empty=skip_empty, image_ids=image_ids, ltrb=True, ratio=True,
                            avoid_class_remapping=True, size_threshold=_SIZE_THRESHOLD,
-                           pad_last_batch=True, name=READER_NAME)
+                           pad_last_batch=True, polygon_masks=polygon_masks,
+                           name=READER_NAME)
 
 
 def _square(image_size):

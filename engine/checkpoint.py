@@ -120,24 +120,32 @@ def export_for_deployment(net, prefix, epoch, keep_last=5):
     """Write `prefix`-symbol.json and `prefix`-NNNN.params (``net.export``), atomically, and
     keep the newest `keep_last` .params files (0 keeps all).
 
-    The network must be hybridized and have run forward once.
+    A network that is not one graph (Mask R-CNN: Python glue with data-dependent shapes
+    between its parts) lists the parts MXNet can export in ``net.export_parts()``; each is
+    written as `prefix`-PART-symbol.json and `prefix`-PART-NNNN.params. The network must be
+    hybridized and have run forward once.
     """
     directory = os.path.dirname(os.path.abspath(prefix))
     os.makedirs(directory, exist_ok=True)
+    parts = net.export_parts() if hasattr(net, "export_parts") else {"": net}
     staging = tempfile.mkdtemp(prefix=".export-", dir=directory)
     try:
-        staged_prefix = os.path.join(staging, "model")
-        net.export(staged_prefix, epoch)
-        os.replace(f"{staged_prefix}-symbol.json", f"{prefix}-symbol.json")
-        os.replace(f"{staged_prefix}-{epoch:04d}.params", f"{prefix}-{epoch:04d}.params")
+        for part, block in parts.items():
+            target = f"{prefix}-{part}" if part else prefix
+            staged_prefix = os.path.join(staging, part or "model")
+            block.export(staged_prefix, epoch)
+            os.replace(f"{staged_prefix}-symbol.json", f"{target}-symbol.json")
+            os.replace(f"{staged_prefix}-{epoch:04d}.params", f"{target}-{epoch:04d}.params")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if keep_last > 0:
-        pattern = re.compile(re.escape(os.path.basename(prefix)) + r"-(\d{4,})\.params$")
-        exported = sorted((int(m.group(1)), name) for name in os.listdir(directory)
+        pattern = re.compile(re.escape(os.path.basename(prefix)) + r"(-[a-z_]+)?-(\d{4,})\.params$")
+        exported = sorted((int(m.group(2)), name) for name in os.listdir(directory)
                           if (m := pattern.match(name)))
-        for _, name in exported[:-keep_last]:
-            os.remove(os.path.join(directory, name))
+        epochs = sorted({epoch for epoch, _ in exported})
+        for epoch_done, name in exported:
+            if epoch_done in epochs[:-keep_last]:
+                os.remove(os.path.join(directory, name))
 
 
 def _remove_unfinished(directory):

@@ -34,6 +34,18 @@ def int_list(text):
     return values
 
 
+def positive_float_list(text):
+    """Positive numbers separated by commas: "0.5,1,2"."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive numbers separated by commas, "
+                                         f"got {text!r}")
+    return values
+
+
 def image_shape(text):
     """Channels, height, width: "3,224,224" -> (3, 224, 224)."""
     try:
@@ -43,3 +55,21 @@ def image_shape(text):
     if len(values) != 3:
         raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,224,224, got {text!r}")
     return tuple(values)
+
+
+def percentage(text):
+    """A number from 0 to 100."""
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage from 0 to 100, got {text}")
+    return value
+
+
+def fraction(text):
+    """A number from 0 to 1 (COCO mAP as NVIDIA's recipes give it: 0.377 for AP 37.7)."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction from 0 to 1 (COCO mAP as "
+                                         f"NVIDIA's recipes give it: 0.377 for AP 37.7), "
+                                         f"got {text}")
+    return value

@@ -1,4 +1,5 @@
-"""Evaluation and checkpointing, as hooks of the training loop (logging is in `logger.py`)."""
+"""Evaluation, stopping at a target accuracy and checkpointing, as hooks of the training loop
+(logging is in `logger.py`)."""
 import logging
 
 from engine.checkpoint import export_for_deployment, save_checkpoint
@@ -8,9 +9,9 @@ log = logging.getLogger(__name__)
 
 
 def _is_due(loop, every):
-    """True after every `every`-th epoch and after the last one."""
+    """True after every `every`-th epoch, after the last one, and when training stops early."""
     done = loop.epoch + 1
-    return (every > 0 and done % every == 0) or done == loop.num_epochs
+    return (every > 0 and done % every == 0) or done == loop.num_epochs or loop.stop_training
 
 
 class SyncBatchNormStatsHook(HookBase):
@@ -63,8 +64,52 @@ class EvalHook(HookBase):
         self.best = state.get("best")
 
 
+class TargetStopHook(HookBase):
+    """End training after the first evaluation at which every target is reached.
+
+    Place it after `EvalHook` (it reads `loop.metrics`) and before `LoggerHook` and
+    `CheckpointHook` (the epoch's log record says `target_reached`, and the checkpoint of the
+    stopping epoch is written whatever their frequency).
+
+    Parameters
+    ----------
+    targets : dict
+        {metric: threshold} in the units of the task's metrics (percent; see
+        `engine.options.metric_targets`).
+    dist : Distributed
+    """
+
+    def __init__(self, targets, dist):
+        self.targets = dict(targets)
+        self.dist = dist
+
+    def before_train(self, loop):
+        loop.target_reached = False
+
+    def after_epoch(self, loop):
+        if loop.metrics is None:  # no evaluation this epoch (the same on every worker)
+            return
+        reached = all(loop.metrics[name] >= value for name, value in self.targets.items())
+        # Every worker must leave the loop at the same epoch, or the others wait in the next
+        # allreduce: rank 0's decision is everyone's.
+        loop.target_reached = self.dist.broadcast_object(reached, "target.reached")
+        if loop.target_reached:
+            loop.stop_training = True
+            log.info("target reached at epoch %d: %s", loop.epoch, self._compared(loop, ">="))
+
+    def after_train(self, loop):
+        if not loop.target_reached:
+            comparison = self._compared(loop, "vs") if loop.metrics else "no evaluation"
+            log.info("target not reached by epoch %d, the last: %s", loop.epoch, comparison)
+
+    def _compared(self, loop, sign):
+        return "  ".join(f"{name} {loop.metrics[name]:.2f} {sign} {value:.2f}"
+                         for name, value in self.targets.items())
+
+
 class CheckpointHook(HookBase):
-    """Save a checkpoint after every `every` epochs and after the last (rank 0 writes).
+    """Save a checkpoint after every `every` epochs, after the last, and after the epoch that
+    stops training early (rank 0 writes).
 
     Every worker contributes its loader and task state (its own data shard position and random
     generators), gathered to rank 0, so that a resumed run continues with the same samples and

@@ -5,16 +5,20 @@ JSON records (one object per line, rank 0 only):
 - ``{"event": "train", "epoch", "iteration", "step", "loss", "losses", "lr", "img_per_s",
   "data_wait_ms", "loss_scale"}`` every `interval` iterations;
 - ``{"event": "epoch", "epoch", "loss", "losses", "lr", "img_per_s", "iter_ms",
-  "data_wait_ms", "seconds", "skipped_samples", "val": {...} or null}`` after each epoch,
-  where ``img_per_s`` is the global batch over the mean iteration time (data wait included,
-  evaluation excluded) and ``skipped_samples`` counts the training samples all workers left
-  out of the epoch as undecodable (``--bad-data skip``; `data.bad_records`).
+  "data_wait_ms", "seconds", "skipped_samples", "val": {...} or null, "target_reached"}``
+  after each epoch, where ``img_per_s`` is the global batch over the mean iteration time (data
+  wait included, evaluation excluded), ``skipped_samples`` counts the training samples all
+  workers left out of the epoch as undecodable (``--bad-data skip``; `data.bad_records`) and
+  ``target_reached`` is true when this epoch's evaluation reached every --target-* given
+  (false otherwise, null without targets; `engine.hooks.TargetStopHook`).
 
 ``loss`` is the sum of the task's losses, ``losses`` each of them by name (``{"xent": ...}``
 for classification; SSD's ``cls`` and ``box``).
 
 ``epoch`` is 0-based and ``iteration`` 1-based within the epoch; ``step`` counts optimizer steps
-from the start of training.
+from the start of training. With gradient accumulation (``--accumulate N``) an iteration is an
+optimizer step of N batches: the global batch of ``img_per_s`` counts all of them, ``loss`` is
+the mean over them and ``data_wait_ms`` the wait for all of them.
 """
 import json
 import logging
@@ -96,7 +100,7 @@ class LoggerHook(HookBase):
                   "step": loop.global_step, "loss": float(loss),
                   "losses": self._by_name(losses),
                   "lr": loop.trainer.learning_rate,
-                  "img_per_s": loop.batch_size * self.dist.size * steps / seconds,
+                  "img_per_s": loop.samples_per_step * self.dist.size * steps / seconds,
                   "data_wait_ms": 1000 * self._interval_data_seconds / steps,
                   "loss_scale": loop.loss_scaler.scale}
         if self.dist.is_main:
@@ -124,11 +128,12 @@ class LoggerHook(HookBase):
         record = {"event": "epoch", "epoch": loop.epoch, "loss": float(loss),
                   "losses": self._by_name(losses),
                   "lr": loop.trainer.learning_rate,
-                  "img_per_s": loop.batch_size * self.dist.size / iter_seconds,
+                  "img_per_s": loop.samples_per_step * self.dist.size / iter_seconds,
                   "iter_ms": 1000 * iter_seconds,
                   "data_wait_ms": 1000 * self._epoch_data_seconds / steps,
                   "seconds": loop.epoch_seconds, "skipped_samples": skipped,
-                  "val": getattr(loop, "metrics", None)}
+                  "val": getattr(loop, "metrics", None),
+                  "target_reached": getattr(loop, "target_reached", None)}
         if self.dist.is_main:
             self._write(record)
             val = record["val"]

@@ -11,9 +11,11 @@ from mxnet import lr_scheduler
 NO_DECAY_SUFFIXES = ("_gamma", "_beta", "_bias")
 
 
-def scaled_learning_rate(lr_per_256, global_batch_size):
-    """The linear scaling rule of Goyal et al.: `lr_per_256 * global_batch_size / 256`."""
-    return lr_per_256 * global_batch_size / 256.0
+def scaled_learning_rate(lr, global_batch_size, reference_batch=256):
+    """The linear scaling rule of Goyal et al.: `lr`, the rate of a global batch of
+    `reference_batch` (256 for the classifier and SSD recipes, 16 for Mask R-CNN's), times
+    ``global_batch_size / reference_batch``."""
+    return lr * global_batch_size / float(reference_batch)
 
 
 def exclude_from_weight_decay(params):
@@ -70,8 +72,9 @@ def make_step_schedule(schedule, base_lr, total_steps, warmup_steps=0, decay_ste
     Returns
     -------
     mxnet.lr_scheduler.LRScheduler
-        Called by the optimizer with its update count (1 at the first update). It is saved
-        with the trainer states, so a resumed run continues at the right position.
+        Called by the optimizer with its update count (1 at the first update). The count
+        is saved with the trainer states, so a resumed run continues at the right position
+        (`engine.weights.restore_trainer_states` puts the resumed run's schedule back).
     """
     total_steps = max(1, int(total_steps))
     # At least one step after warm-up, so a short run still reaches its peak rate.

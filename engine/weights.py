@@ -61,10 +61,16 @@ def read_trainer_states(checkpoint):
         return f.read()
 
 
-def restore_trainer_states(trainer, states):
-    """Load serialized optimizer state into a (possibly distributed) Gluon trainer."""
+def restore_trainer_states(trainer, states, lr_schedule=None):
+    """Load serialized optimizer state into a (possibly distributed) Gluon trainer.
+
+    The saved optimizer carries the learning-rate schedule of the run that saved it; with
+    `lr_schedule`, this run's schedule replaces it (a resumed run may be given more steps,
+    another decay), continuing at the saved update count."""
     # Gluon only loads states from a file; the bytes came from rank 0 by broadcast.
     with tempfile.NamedTemporaryFile(suffix=".states") as f:
         f.write(states)
         f.flush()
         trainer.load_states(f.name)
+    if lr_schedule is not None:
+        trainer.optimizer.lr_scheduler = lr_schedule

@@ -11,8 +11,7 @@ classes; for detection and instance segmentation, object classes without backgro
 ``layout``.
 
 Tasks: "classification", "detection" (SSD: boxes) and "instance_segmentation" (Mask R-CNN:
-boxes and masks, trained from polygons). train.py and the runner train the first two; the
-Mask R-CNN engine task and data pipeline are the next steps of issue 9.
+boxes and masks, trained from polygons); train.py and the runner train all three.
 """
 import mxnet as mx
 

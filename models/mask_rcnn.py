@@ -271,6 +271,14 @@ class MaskRCNN(Block):
         """The same as calling the network: (detections, masks)."""
         return self(images, im_hw)
 
+    def export_parts(self):
+        """The parts MXNet can export as symbol graphs, by name (what
+        `engine.checkpoint.export_for_deployment` writes). The glue between them (anchors,
+        proposal selection and NMS, RoI level assignment, detection NMS) has data-dependent
+        shapes and stays Python: a deployment runs these graphs with `MaskRCNN`'s glue."""
+        return {"backbone": self.backbone, "fpn": self.fpn, "rpn_head": self.rpn_head,
+                "box_head": self.box_head, "mask_head": self.mask_head}
+
     # -- inputs -----------------------------------------------------------------------------
 
     def _im_hw(self, images, im_hw):

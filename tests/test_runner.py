@@ -46,10 +46,11 @@ def test_rec_without_idx_is_refused(tiny_dataset, tmp_path):
     assert "train.rec has no index" in result.stderr and "--index-only" in result.stderr
 
 
-@pytest.mark.parametrize("flag", ["-b", "-n"])
+@pytest.mark.parametrize("flag", ["-b", "-n", "--accumulate"])
 def test_counts_below_one_are_refused(flag):
     result = _run(flag, "0")
     assert result.returncode == 2 and "must be at least 1" in result.stderr
+    assert f"argument {flag}" in result.stderr  # the message names the flag
 
 
 def test_more_workers_than_gpus_is_refused(tiny_dataset):

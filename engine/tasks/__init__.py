@@ -17,14 +17,20 @@ class Task:
         The evaluation metric that names the best checkpoint (e.g. "top1").
     display_metrics : tuple of str
         The metrics the epoch's log line shows (e.g. ("top1", "top5")).
+    targets : dict
+        The --target-* flags the task accepts, by dest, and the metric each is checked
+        against (e.g. {"target_top1": "top1"}); `engine.options.TARGET_UNITS` converts each
+        flag's unit to the task's percent.
     """
 
     main_metric = None
     display_metrics = ()  # the metrics the epoch's log line shows, in order
+    targets = {}
 
     def train_losses(self, net, batch):
         """The named losses of `batch`: {name: scalar NDArray of shape (1,)}, recorded for
-        autograd and normalised, so that their sum's gradient is this worker's gradient."""
+        autograd and normalised, so that their sum's gradient is this worker's gradient
+        (with --accumulate N, the loop averages N batches' gradients and losses)."""
         raise NotImplementedError
 
     def evaluate(self, net, loader, dist):

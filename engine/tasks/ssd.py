@@ -12,7 +12,7 @@ import numpy as np
 from mxnet import nd
 
 from engine.tasks import Task
-from evaluation.coco import CocoDetections, evaluate_bbox, gather_detections
+from evaluation.coco import CocoDetections, evaluate_bbox, gather_detections, percent
 from models.ssd_loss import crowd_rows, encode_targets, ssd_loss
 
 
@@ -43,6 +43,7 @@ class SSDTask(Task):
 
     main_metric = "AP"
     display_metrics = ("AP", "AP50")
+    targets = {"target_bbox_map": "AP"}
 
     def __init__(self, ctx, image_size, anchors, crowd_label=None, val_dataset=None,
                  out_dir=None, score_thresh=0.05, nms_thresh=0.6, max_detections=100,
@@ -99,7 +100,6 @@ class SSDTask(Task):
         metrics = None
         if dist.is_main:
             stats = evaluate_bbox(self.val_dataset.source_file, merged, out_dir=self.out_dir)
-            metrics = {name: 100.0 * value if value >= 0 else value
-                       for name, value in stats.items()}
+            metrics = percent(stats)
             metrics["images"] = len(merged.image_ids)
         return dist.broadcast_object(metrics, "eval.coco_metrics")

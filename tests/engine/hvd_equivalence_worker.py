@@ -1,9 +1,11 @@
 """Worker of test_horovod.py: train a small network for a few steps, classifier or SSD.
 
 Run by horovodrun with N workers and batch B each, or alone with batch N*B; every run sees the
-same global batches in the same order, so the final weights must agree.
+same global batches in the same order, so the final weights must agree. With ACCUMULATE A,
+each optimizer step takes A batches of B per worker (gradient accumulation): N workers x A x B
+must end where one worker with batch N*A*B ends. `train` does the same in-process.
 
-    python hvd_equivalence_worker.py {classification,ssd} BATCH STEPS OUTPUT.params
+    python hvd_equivalence_worker.py {classification,ssd} BATCH STEPS OUTPUT.params [ACCUMULATE]
 
 The classifier has no BatchNorm, and the SSD's BatchNorm layers use their running statistics
 (frozen, as detectors fine-tuned from a classifier often train): batch statistics of b images
@@ -91,31 +93,42 @@ def _freeze_batchnorm(block):
         block._kwargs["use_global_stats"] = True
 
 
-def setup(task_name, batch, steps, dist):
-    """(network, task, peak learning rate, this worker's batches) of `task_name`."""
+def setup(task_name, batch, steps, dist, accumulate=1):
+    """(network, task, peak learning rate, this worker's batches) of `task_name`: optimizer
+    step t takes samples [t*G, (t+1)*G) of G = batch x workers x accumulate, as `accumulate`
+    consecutive global batches of batch x workers."""
     if task_name == "classification":
         net = small_network()
         task = ClassificationTask(CLASSES, mx.cpu(), label_smoothing=0.1)
-        arrays, lr = global_batches(batch * dist.size, steps), 0.2
+        arrays, lr = global_batches(batch * dist.size * accumulate, steps), 0.2
     else:
         from engine.tasks.ssd import SSDTask
         net = small_detector()
         task = SSDTask(mx.cpu(), SSD_SIDE, net.anchors(), CROWD_LABEL, dist=dist)
-        arrays, lr = global_detection_batches(batch * dist.size, steps), 0.01
-    return net, task, lr, worker_batches(arrays, batch, steps, dist.rank, dist.size)
+        arrays, lr = global_detection_batches(batch * dist.size * accumulate, steps), 0.01
+    batches = worker_batches(arrays, batch, steps * accumulate, dist.rank, dist.size)
+    return net, task, lr, batches
 
 
-def main():
-    task_name, batch, steps, output = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    dist = init_distributed()
-    net, task, lr, batches = setup(task_name, batch, steps, dist)
+def train(task_name, batch, steps, dist, accumulate=1, hooks=()):
+    """The network after `steps` optimizer steps of SGD with momentum and weight decay."""
+    net, task, lr, batches = setup(task_name, batch, steps, dist, accumulate)
     dist.broadcast_parameters(net.collect_params())
     params = net.collect_params()
     exclude_from_weight_decay(params)
     schedule = make_lr_schedule("cosine", lr, steps, 1, warmup_epochs=0.3)
     trainer = dist.make_trainer(params, "sgd", sgd_params(schedule, 0.875, 1e-3, False))
-    loop = TrainLoop(net, trainer, task, batches, steps, batch, LossScaler(), hooks=[])
+    loop = TrainLoop(net, trainer, task, batches, steps, batch, LossScaler(), hooks=list(hooks),
+                     accumulate=accumulate)
     loop.run(0, 1)
+    return net
+
+
+def main():
+    task_name, batch, steps, output = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    accumulate = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+    dist = init_distributed()
+    net = train(task_name, batch, steps, dist, accumulate)
     if dist.is_main:
         net.save_parameters(output)
 

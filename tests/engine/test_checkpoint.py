@@ -134,3 +134,37 @@ def test_export_writes_symbol_and_params_and_prunes(tmp_path):
     fresh, _ = _net_and_trainer()
     load_weights(fresh, prefix + "-0003.params", mx.cpu())
     np.testing.assert_allclose(fresh(x).asnumpy(), net(x).asnumpy(), rtol=1e-6)
+
+
+class _TwoGraphs(gluon.Block):
+    """A network of two exportable parts with Python between them, as Mask R-CNN is."""
+
+    def __init__(self):
+        super().__init__()
+        with self.name_scope():
+            self.first, self.second = nn.Dense(3, in_units=2), nn.Dense(1, in_units=3)
+
+    def forward(self, x):
+        return self.second(mx.nd.relu(self.first(x)))
+
+    def export_parts(self):
+        return {"first": self.first, "second": self.second}
+
+
+def test_a_network_of_parts_exports_each_and_keeps_the_newest_epochs(tmp_path):
+    net = _TwoGraphs()
+    net.initialize()
+    net.hybridize()
+    x = mx.nd.ones((1, 2))
+    expected = net(x).asnumpy()
+    prefix = str(tmp_path / "model")
+    for epoch in (1, 2, 3):
+        export_for_deployment(net, prefix, epoch, keep_last=2)
+    assert sorted(os.listdir(tmp_path)) == [
+        f"model-{part}-{suffix}" for part in ("first", "second")
+        for suffix in ("0002.params", "0003.params", "symbol.json")]
+    first = gluon.SymbolBlock.imports(f"{prefix}-first-symbol.json", ["data"],
+                                      f"{prefix}-first-0003.params")
+    second = gluon.SymbolBlock.imports(f"{prefix}-second-symbol.json", ["data"],
+                                       f"{prefix}-second-0003.params")
+    np.testing.assert_allclose(second(mx.nd.relu(first(x))).asnumpy(), expected, rtol=1e-6)

@@ -1,6 +1,7 @@
 """Horovod (Gloo, CPU processes): two workers with batch b end where one worker with batch 2b
 ends, which proves that gradients are averaged and losses normalised over the global batch:
-per sample for the classifier, per positive anchor of the whole global batch for SSD."""
+per sample for the classifier, per positive anchor of the whole global batch for SSD; and two
+workers accumulating 2 batches of b per step end where one worker with batch 4b ends."""
 import os
 import subprocess
 import sys
@@ -21,10 +22,14 @@ def _run(command, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-def _train_one_and_two_workers(task, batch, steps, tmp_path):
-    _run([sys.executable, WORKER, task, str(2 * batch), str(steps), "single.params"], tmp_path)
+def _train_one_and_two_workers(task, batch, steps, tmp_path, accumulate=1):
+    """One worker with batch 2 x accumulate x `batch`, and two workers accumulating
+    `accumulate` batches of `batch` per step."""
+    _run([sys.executable, WORKER, task, str(2 * accumulate * batch), str(steps),
+          "single.params"], tmp_path)
     _run([HOROVODRUN, "-np", "2", "-H", "localhost:2", "--gloo", "--gloo-timeout-seconds",
-          "300", sys.executable, WORKER, task, str(batch), str(steps), "two.params"], tmp_path)
+          "300", sys.executable, WORKER, task, str(batch), str(steps), "two.params",
+          str(accumulate)], tmp_path)
     single = mx.nd.load(str(tmp_path / "single.params"))
     two = mx.nd.load(str(tmp_path / "two.params"))
     assert single.keys() == two.keys()
@@ -38,8 +43,13 @@ def _initial_weights(task):
     return {name: p.data().asnumpy() for name, p in net._collect_params_with_prefix().items()}
 
 
-def test_two_workers_equal_one_worker_with_double_batch(tmp_path):
-    single, two = _train_one_and_two_workers("classification", 4, 6, tmp_path)
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_two_workers_equal_one_worker_with_double_batch(tmp_path, accumulate):
+    """accumulate 1: 2 workers x batch 4 equal 1 worker x batch 8 after 6 steps; accumulate 2:
+    2 workers x 2 accumulated batches of 4 equal 1 worker x batch 16 after 3 optimizer steps
+    (one allreduce per step, of the summed gradients)."""
+    steps = 6 if accumulate == 1 else 3
+    single, two = _train_one_and_two_workers("classification", 4, steps, tmp_path, accumulate)
     assert len(single) == 4
     initial = _initial_weights("classification")
     for name in single:

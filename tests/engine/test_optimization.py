@@ -150,3 +150,32 @@ def test_static_loss_scale_never_changes():
     assert scaler.grads_finite(_params_with_grad(float("inf")))  # static: no check
     scaler.update(False)
     assert scaler.scale == 128.0
+
+
+def test_a_restored_trainer_follows_the_resumed_runs_schedule(tmp_path):
+    """Trainer states pickle the optimizer with its schedule: a run resumed with more steps
+    (here a step schedule whose decay lay beyond the first run's end) must take its own
+    schedule at the saved update count, not the saved one (which decayed at step 3)."""
+    from engine.optimization import make_step_schedule
+    from engine.weights import restore_trainer_states
+
+    def trainer(schedule):
+        net = nn.Dense(1, in_units=2)
+        net.initialize(mx.init.One())
+        return net, gluon.Trainer(net.collect_params(), "sgd", sgd_params(schedule, 0.9, 0.0, False))
+
+    net, first = trainer(make_step_schedule("step", 1.0, total_steps=2, decay_steps=[100]))
+    for _ in range(2):
+        with mx.autograd.record():
+            loss = net(mx.nd.ones((1, 2))).sum()
+        loss.backward()
+        first.step(1)
+    first.save_states(str(tmp_path / "t.states"))
+    _, resumed = trainer(make_step_schedule("step", 1.0, total_steps=4, decay_steps=[100]))
+    restore_trainer_states(resumed, (tmp_path / "t.states").read_bytes(),
+                           make_step_schedule("step", 1.0, total_steps=4, decay_steps=[100]))
+    assert resumed.optimizer.num_update == 2
+    assert resumed.optimizer.lr_scheduler(4) == pytest.approx(1.0)
+    _, stale = trainer(make_step_schedule("step", 1.0, total_steps=4, decay_steps=[100]))
+    restore_trainer_states(stale, (tmp_path / "t.states").read_bytes())
+    assert stale.optimizer.lr_scheduler(4) == pytest.approx(0.1)  # what resuming did before

@@ -380,14 +380,28 @@ def test_paste_mask_fills_the_box():
     assert paste_mask(mask, (60, 50, 120, 90), (64, 80))[50:, 60:].all()  # clipped
 
 
-def test_registered_for_instance_segmentation_but_not_yet_trainable():
-    from engine.options import build_parser
+def test_registered_for_instance_segmentation_with_the_recipe_as_its_defaults():
+    from engine.options import apply_task_defaults, build_parser, mask_rcnn_settings
     assert models.model_task("maskrcnn_r50_fpn") == "instance_segmentation"
     assert models.list_models("instance_segmentation") == ["maskrcnn_r18_fpn",
                                                            "maskrcnn_r50_fpn"]
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--arch", "maskrcnn_r50_fpn"])
-    assert build_parser().parse_args(["--arch", "ssd320_resnet50_fpn"]).arch
+    args = apply_task_defaults(build_parser().parse_args(["--arch", "maskrcnn_r50_fpn"]))
+    assert (args.batch_size, args.lr, args.lr_batch, args.num_steps, args.warmup_steps,
+            args.lr_schedule, args.lr_decay_steps, args.momentum, args.wd) == (
+        2, 0.02, 16, 90000, 500, "step", "60000,80000", 0.9, 1e-4)
+    assert args.warmup_begin_factor == pytest.approx(1 / 3)
+    assert (args.min_size, args.max_size, args.nms_threshold) == ([800], 1333, 0.5)
+    settings = mask_rcnn_settings(args)
+    assert settings["rpn"] == RPNSettings() and settings["roi"] == RoISettings()
+    assert settings["detect"] == DetectSettings()
+    # Every recipe number is a flag.
+    args = build_parser().parse_args(["--arch", "maskrcnn_r50_fpn", "--rpn-fg-iou", "0.6",
+                                      "--aspect-ratios", "1", "--anchor-sizes", "16,32",
+                                      "--roi-batch-size", "128", "--nms-threshold", "0.4"])
+    settings = mask_rcnn_settings(apply_task_defaults(args))
+    assert settings["rpn"].fg_iou_thresh == 0.6 and settings["rpn"].aspect_ratios == (1.0,)
+    assert settings["rpn"].anchor_sizes == (16, 32)
+    assert settings["roi"].num_sample == 128 and settings["detect"].nms_thresh == 0.4
     with pytest.raises(ValueError, match="NCHW"):
         models.get_model("maskrcnn_r18_fpn", layout="NHWC")
 
