@@ -6,7 +6,8 @@ One process per worker; `./runner -n N` starts N of them (a single process also 
 own); the task follows from `--arch`. Modes: `train`, `val` (evaluate a checkpoint) and
 `train_val` (evaluate after every epoch). Everything a run writes goes to `--workspace`:
 `config.json`, `log.jsonl` and `train.log`, `checkpoints/epoch-NNNN/`, `bbox.json`
-(detection; Mask R-CNN also `segm.json`), and `<model-prefix>-symbol.json` / `-NNNN.params` for deployment.
+(detection; Mask R-CNN also `segm.json`), and `<model-prefix>-symbol.json` / `-NNNN.params`
+for deployment (Mask R-CNN: one pair per exported part).
 
 A record that fails to decode is left out and counted (`--bad-data skip`, the default: one
 bad image in a million must not end a run hours in) or stops every worker with a message
@@ -120,7 +121,8 @@ class Setup:
 def classification_setup(args, dist, ctx, device_id, dtype, backend):
     cfg = loader_config(args, dist, device_id, dtype, backend)
     return Setup(args.num_classes, {"zero_init_residual": args.zero_init_residual},
-                 args.image_shape, lambda split, state=None: build_loader(cfg, split, checkpoint=state),
+                 args.image_shape,
+                 lambda split, state=None: build_loader(cfg, split, checkpoint=state),
                  lambda net: ClassificationTask(args.num_classes, ctx, args.label_smoothing,
                                                 args.mixup, seed=args.seed + dist.rank))
 
@@ -334,7 +336,7 @@ def train(args, dist, net, task, setup, checkpoint, config):
     if val_loader is not None:
         hooks.append(EvalHook(val_loader, dist, every=args.eval_every))
     if targets:
-        hooks.append(TargetStopHook(targets, dist))
+        hooks.append(TargetStopHook(targets))
     hooks.append(LoggerHook(dist, os.path.join(args.workspace, "log.jsonl"),
                             args.log_interval,
                             progress={"auto": None, "on": True, "off": False}[args.progress]))
@@ -362,7 +364,7 @@ def train(args, dist, net, task, setup, checkpoint, config):
 def task_targets(args, task):
     """{metric: threshold} of the --target-* flags, checked against what the task reports."""
     try:
-        return metric_targets(args, task.targets)
+        return metric_targets(args, task.target_metrics)
     except ValueError as error:
         raise UsageError(str(error)) from None
 

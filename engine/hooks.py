@@ -76,12 +76,10 @@ class TargetStopHook(HookBase):
     targets : dict
         {metric: threshold} in the units of the task's metrics (percent; see
         `engine.options.metric_targets`).
-    dist : Distributed
     """
 
-    def __init__(self, targets, dist):
+    def __init__(self, targets):
         self.targets = dict(targets)
-        self.dist = dist
 
     def before_train(self, loop):
         loop.target_reached = False
@@ -89,10 +87,11 @@ class TargetStopHook(HookBase):
     def after_epoch(self, loop):
         if loop.metrics is None:  # no evaluation this epoch (the same on every worker)
             return
-        reached = all(loop.metrics[name] >= value for name, value in self.targets.items())
         # Every worker must leave the loop at the same epoch, or the others wait in the next
-        # allreduce: rank 0's decision is everyone's.
-        loop.target_reached = self.dist.broadcast_object(reached, "target.reached")
+        # allreduce: the tasks' evaluate gives every worker rank 0's metrics, so every worker
+        # decides the same.
+        loop.target_reached = all(loop.metrics[name] >= value
+                                  for name, value in self.targets.items())
         if loop.target_reached:
             loop.stop_training = True
             log.info("target reached at epoch %d: %s", loop.epoch, self._compared(loop, ">="))

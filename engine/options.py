@@ -83,7 +83,8 @@ def trainable_models():
 # The --target-* flags (by dest) and the factor from each flag's unit to the percent the tasks
 # report: NVIDIA's Mask R-CNN recipe gives its targets as COCO mAP fractions (0.377 box, 0.342
 # mask), the tasks report AP in percent like top-1. This is the one place that converts. Each
-# task lists the flags it accepts and the metric each is checked against (`Task.targets`).
+# task lists the flags it accepts and the metric each is checked against
+# (`Task.target_metrics`).
 TARGET_UNITS = {"target_top1": 1.0, "target_bbox_map": 100.0, "target_mask_map": 100.0}
 
 
@@ -118,7 +119,7 @@ def metric_targets(args, accepted):
     Parameters
     ----------
     accepted : dict
-        The task's `targets`: {flag dest: metric name}.
+        The task's `target_metrics`: {flag dest: metric name}.
 
     Raises
     ------

@@ -17,15 +17,16 @@ class Task:
         The evaluation metric that names the best checkpoint (e.g. "top1").
     display_metrics : tuple of str
         The metrics the epoch's log line shows (e.g. ("top1", "top5")).
-    targets : dict
+    target_metrics : dict
         The --target-* flags the task accepts, by dest, and the metric each is checked
         against (e.g. {"target_top1": "top1"}); `engine.options.TARGET_UNITS` converts each
-        flag's unit to the task's percent.
+        flag's unit to the task's percent. (Not ``targets``: SSD's `targets` method makes
+        its training targets.)
     """
 
     main_metric = None
     display_metrics = ()  # the metrics the epoch's log line shows, in order
-    targets = {}
+    target_metrics = {}
 
     def train_losses(self, net, batch):
         """The named losses of `batch`: {name: scalar NDArray of shape (1,)}, recorded for

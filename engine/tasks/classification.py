@@ -23,7 +23,7 @@ class ClassificationTask(Task):
 
     main_metric = "top1"
     display_metrics = ("top1", "top5")
-    targets = {"target_top1": "top1"}
+    target_metrics = {"target_top1": "top1"}
 
     def __init__(self, num_classes, ctx, label_smoothing=0.1, mixup_alpha=0.0, seed=0):
         self.num_classes = num_classes

@@ -40,7 +40,7 @@ class MaskRCNNTask(Task):
 
     main_metric = "AP"
     display_metrics = ("AP", "mask_AP")
-    targets = {"target_bbox_map": "AP", "target_mask_map": "mask_AP"}
+    target_metrics = {"target_bbox_map": "AP", "target_mask_map": "mask_AP"}
 
     def __init__(self, ctx, val_dataset=None, out_dir=None, seed=0):
         self.ctx = ctx

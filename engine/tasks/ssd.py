@@ -43,7 +43,7 @@ class SSDTask(Task):
 
     main_metric = "AP"
     display_metrics = ("AP", "AP50")
-    targets = {"target_bbox_map": "AP"}
+    target_metrics = {"target_bbox_map": "AP"}
 
     def __init__(self, ctx, image_size, anchors, crowd_label=None, val_dataset=None,
                  out_dir=None, score_thresh=0.05, nms_thresh=0.6, max_detections=100,
