@@ -49,9 +49,8 @@ from data.pipelines import _decoder_options, _normalize
 MIN_SIZE = 800
 MAX_SIZE = 1333
 SIZE_DIVISIBILITY = 32
-# Rows per image. COCO train2017 images have at most 93 objects and crowd regions; polygons
-# and vertices are counted by `data.coco.CocoDataset.check_max_polygons` before training.
-MAX_BOXES = 100
+# Polygon and vertex rows per image (boxes: --max-boxes, 100); images beyond them are counted
+# by `data.coco.CocoDataset.check_max_polygons` before training.
 MAX_POLYGONS = 256
 MAX_VERTICES = 8192
 

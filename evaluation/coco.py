@@ -230,15 +230,15 @@ def evaluate_coco(annotation_file, detections, iou_types=("bbox",), out_dir=None
                    else detections)
         if out_dir is not None:
             write_results(os.path.join(out_dir, f"{iou_type}.json"), results)
-        title = f"{iou_type}:\n" if len(iou_types) > 1 else ""
-        stats[iou_type] = _score(ground_truth, annotation_file, results, iou_type, image_ids,
-                                 print_summary and title + "{}")
+        stats[iou_type], summary = _score(ground_truth, annotation_file, results, iou_type,
+                                          image_ids)
+        if print_summary:
+            print(f"{iou_type}:\n{summary}" if len(iou_types) > 1 else summary, end="")
     return stats
 
 
-def _score(ground_truth, annotation_file, results, iou_type, image_ids, summary_format):
-    """COCOeval's 12 statistics; its summary printed through `summary_format` (a format
-    string with one field), unless that is empty."""
+def _score(ground_truth, annotation_file, results, iou_type, image_ids):
+    """COCOeval's 12 statistics, and its 12-line summary as text."""
     from pycocotools.cocoeval import COCOeval
 
     unknown = {r["image_id"] for r in results} - set(ground_truth.getImgIds())
@@ -258,9 +258,8 @@ def _score(ground_truth, annotation_file, results, iou_type, image_ids, summary_
     summary = io.StringIO()
     with contextlib.redirect_stdout(summary):
         evaluator.summarize()
-    if summary_format:
-        print(summary_format.format(summary.getvalue()), end="")
-    return {name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)}
+    return ({name: float(value) for name, value in zip(STAT_NAMES, evaluator.stats)},
+            summary.getvalue())
 
 
 def _no_results(ground_truth):

@@ -167,9 +167,10 @@ def multilevel_roi_align(levels, rois, valid, pooled_size, settings):
     pooled.append(mx.nd.zeros((1, channels, pooled_size, pooled_size), ctx=ctx,
                               dtype=levels[0].dtype))
     # Row n of the result is row position[n] of the pooled rows; invalid RoIs: the zero row.
-    position = np.full(batch * count, sum(len(o) for o in order), np.int64)
+    pooled_rows = sum(len(o) for o in order)
+    position = np.full(batch * count, pooled_rows, np.int64)
     if order:
-        position[np.concatenate(order)] = np.arange(sum(len(o) for o in order))
+        position[np.concatenate(order)] = np.arange(pooled_rows)
     return mx.nd.concat(*pooled, dim=0).take(mx.nd.array(position, ctx=ctx))
 
 
