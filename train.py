@@ -149,9 +149,6 @@ def detection_setup(args, dist, ctx, device_id, dtype, backend):
 
 
 def instance_segmentation_setup(args, dist, ctx, device_id, dtype, backend):
-    if dtype == "float16":
-        raise UsageError("Mask R-CNN trains in float32 so far (its float16 casts are not "
-                         "written yet); use --dtype float32")
     if args.layout != "NCHW":
         raise UsageError("Mask R-CNN takes --layout NCHW (MXNet's RoIAlign is NCHW only)")
     datasets = prepare_coco_splits(args, dist, keep_segmentation=True)

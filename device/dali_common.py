@@ -1,5 +1,5 @@
-"""What the DALI harnesses of device/ share: host copies of outputs, and timing pipelines in
-turns. Needs DALI only (no MXNet, no PyTorch), so it runs on CPU machines too."""
+"""What the DALI harnesses of device/ share: host copies of outputs, comparing images, and
+timing pipelines in turns. Needs DALI only (no MXNet, no PyTorch), so it runs on CPU machines too."""
 import time
 
 import numpy as np
@@ -66,3 +66,16 @@ def time_in_turns(pipes, batch_size, warmup, rewarm, rounds, round_batches, on_t
     timed = rounds * round_batches * batch_size
     return {name: {"img_per_s": timed / seconds[name], "round_img_per_s": per_round[name],
                    "timed_images": timed} for name in pipes}
+
+
+def image_diff(a, b):
+    """Statistics of |a - b| over float images in normalised units (1 = one std)."""
+    diff = np.abs(np.concatenate(a).astype(np.float32) - np.concatenate(b).astype(np.float32))
+    return {"mean_abs_diff": float(diff.mean()), "p99_9": float(np.percentile(diff, 99.9)),
+            "max": float(diff.max())}
+
+
+def images_close(stats):
+    """Whether `image_diff` statistics are within decoding differences."""
+    # nvJPEG's IDCT and upsampling differ from libjpeg-turbo's by about a grey level (0.017).
+    return stats["mean_abs_diff"] < 0.02 and stats["p99_9"] < 0.2

@@ -516,6 +516,82 @@ def time_targets(lib, rng, bw):
                         ptr(out), 1, 512, verts.shape[1], polys.shape[1], 28, sync=False)))
 
 
+def objects_of_polygons(verts, polys, objects):
+    """(1, objects, 4) boxes around each object's polygons (`polygon_inputs` layout)."""
+    boxes = np.zeros((1, objects, 4), np.float32)
+    for g in range(objects):
+        rows = polys[0][polys[0][:, 0] == g]
+        xy = np.concatenate([verts[0, first:first + count] for _, first, count in rows])
+        boxes[0, g] = np.concatenate([xy.min(0), xy.max(0)])
+    return boxes
+
+
+def time_mask_rcnn_targets(lib, rng, bw, objects=12):
+    """Everything Mask R-CNN's training step computes without gradients for one 800x1333
+    image, in the network's order (models/mask_rcnn.py forward_train): RPN targets (match
+    with low-quality matches, sample 256, encode), proposals (decode the RPN's deltas, per
+    level top 12,000 + NMS 0.7, top 2,000), RoI targets (objects appended to the proposals,
+    match at 0.5, sample 512 a quarter positive, positives first, encode with the box stds)
+    and the 28x28 mask targets of the 128 leading rows. Between the kernels the network uses
+    MXNet's concat / topk / gather; here torch's stand in for them (MXNet cannot run here)."""
+    sizes = fpn_level_sizes()
+    n, post = sum(sizes), 2000
+    _, _, v, q = polygon_inputs(rng, 1, objects, 1)
+    gt_host = objects_of_polygons(v, q, objects)
+    verts, polys, gt = cuda(v), cuda(q), cuda(gt_host)
+    anchors, hw = cuda(image_boxes(rng, n)), cuda(np.array([[800, 1333]], np.float32))
+    deltas = cuda(rng.normal(0, 0.5, (1, n, 4)).astype(np.float32))
+    scores = cuda(rng.uniform(size=(1, n)).astype(np.float32))
+    zeros, ones = np.zeros(4, np.float32), np.ones(4, np.float32)
+    stds = np.array([0.1, 0.1, 0.2, 0.2], np.float32)
+    lv = np.array(sizes, np.int64)
+    c = post + objects  # RoI candidates per image
+
+    def empty(*shape, dtype=torch.float32):
+        return torch.empty(shape, dtype=dtype, device="cuda")
+    a_mt, a_best, a_lab, a_pos = (empty(1, n, dtype=torch.int32), empty(1, n), empty(1, n),
+                                  empty(1, n, dtype=torch.int32))
+    a_tgt, a_msk, boxes = empty(1, n, 4), empty(1, n, 4), empty(1, n, 4)
+    props = (empty(1, post, 4), empty(1, post), empty(1, dtype=torch.int32))
+    r_mt, r_best, r_lab, r_pos = (empty(1, c, dtype=torch.int32), empty(1, c), empty(1, c),
+                                  empty(1, c, dtype=torch.int32))
+    r_tgt, r_msk, masks = empty(1, 512, 4), empty(1, 512, 4), empty(1, 128, 28, 28)
+    ws = dict(match=lib.ws("match", 1, n, objects), sample=lib.ws("sample", 1, n),
+              proposals=lib.ws("proposals", 1, n, 5, ptr(lv), 12000, post),
+              roi_match=lib.ws("match", 1, c, objects), roi_sample=lib.ws("sample", 1, c))
+
+    def run():
+        lib.gpu("match", ptr(anchors), 1, ptr(gt), ptr(hw), ptr(a_mt), ptr(a_best), 1, n,
+                objects, 0.7, 0.3, 1, 0.0, 0.0, ws=ws["match"], sync=False)
+        lib.gpu("sample", ptr(a_mt), ptr(a_lab), ptr(a_pos), 1, n, 256, 0.5, 1,
+                ws=ws["sample"], sync=False)
+        lib.gpu("box_encode", ptr(anchors), 1, ptr(gt), ptr(a_pos), ptr(a_tgt), ptr(a_msk), 1,
+                n, objects, ptr(zeros), ptr(ones), 0.0, sync=False)
+        lib.gpu("box_decode", ptr(deltas), ptr(anchors), 1, ptr(hw), ptr(boxes), 1, n,
+                ptr(zeros), ptr(ones), 4.135, 0.0, sync=False)
+        proposals_gpu(lib, boxes, scores, sizes, 12000, post, 0.7, sync=False,
+                      ws=ws["proposals"], out=props)
+        candidates = torch.cat([props[0], gt], dim=1).contiguous()
+        lib.gpu("match", ptr(candidates), 1, ptr(gt), None, ptr(r_mt), ptr(r_best), 1, c, objects,
+                0.5, 0.5, 0, 0.0, 0.0, ws=ws["roi_match"], sync=False)
+        lib.gpu("sample", ptr(r_mt), ptr(r_lab), ptr(r_pos), 1, c, 512, 0.25, 3,
+                ws=ws["roi_sample"], sync=False)
+        keep = torch.topk(r_lab[0] + 1, 512).indices  # positives, then negatives
+        rois = candidates[0, keep][None].contiguous()
+        matches = r_pos[0, keep][None].contiguous()
+        lib.gpu("box_encode", ptr(rois), 1, ptr(gt), ptr(matches), ptr(r_tgt), ptr(r_msk), 1,
+                512, objects, ptr(zeros), ptr(stds), 0.0, sync=False)
+        lib.gpu("polygon_masks", ptr(rois), ptr(matches), ptr(verts), ptr(polys), ptr(masks),
+                1, 128, verts.shape[1], polys.shape[1], 28, sync=False)
+    run()
+    torch.cuda.synchronize()
+    positives = int((r_lab > 0).sum().item())
+    timing("Mask R-CNN target generation, 1 image 800x1333 ({} anchors, {} objects): RPN "
+           "targets + proposals + RoI sampling + mask targets".format(n, objects), bench(run),
+           goal="", note="{} RPN positives, {} RoI positives, kept {} proposals".format(
+               int((a_lab > 0).sum().item()), positives, props[2].item()))
+
+
 # ---------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -546,7 +622,8 @@ def main(argv=None):
         bw = copy_bandwidth()
         log("device copy bandwidth: {:.2f} TB/s (read + write)".format(bw / 1e12))
         RESULTS["copy_bandwidth_Bps"] = bw
-        for fn in (time_box_iou, time_nms, time_proposals, time_targets):
+        for fn in (time_box_iou, time_nms, time_proposals, time_targets,
+                   time_mask_rcnn_targets):
             fn(lib, rng, bw)
             torch.cuda.synchronize()
             del _ALIVE[:]

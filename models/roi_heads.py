@@ -144,7 +144,10 @@ def multilevel_roi_align(levels, rois, valid, pooled_size, settings):
 
     Returns
     -------
-    NDArray (B * R, C, pooled_size, pooled_size); rows of invalid RoIs are 0.
+    NDArray (B * R, C, pooled_size, pooled_size) in the levels' dtype; rows of invalid RoIs
+    are 0. Float16 levels are pooled in float32 (and the rows cast back): RoI coordinates
+    of a 1333-pixel image lose half a pixel in float16, as MXNet's RoIAlign would take them
+    in the data's type (NVIDIA's float16 Mask R-CNN keeps RoIAlign in float32 too).
     """
     batch, count = rois.shape[:2]
     ctx = rois.context
@@ -159,19 +162,23 @@ def multilevel_roi_align(levels, rois, valid, pooled_size, settings):
         own = np.flatnonzero(level == first + k)
         if own.size:
             pooled.append(mx.nd.contrib.ROIAlign(
-                feature, indexed.take(mx.nd.array(own, ctx=ctx)),
+                _float32(feature), indexed.take(mx.nd.array(own, ctx=ctx)),
                 pooled_size=(pooled_size, pooled_size), spatial_scale=1.0 / stride,
                 sample_ratio=settings.sample_ratio))
             order.append(own)
     channels = levels[0].shape[1]
-    pooled.append(mx.nd.zeros((1, channels, pooled_size, pooled_size), ctx=ctx,
-                              dtype=levels[0].dtype))
+    pooled.append(mx.nd.zeros((1, channels, pooled_size, pooled_size), ctx=ctx))
     # Row n of the result is row position[n] of the pooled rows; invalid RoIs: the zero row.
     pooled_rows = sum(len(o) for o in order)
     position = np.full(batch * count, pooled_rows, np.int64)
     if order:
         position[np.concatenate(order)] = np.arange(pooled_rows)
-    return mx.nd.concat(*pooled, dim=0).take(mx.nd.array(position, ctx=ctx))
+    rows = mx.nd.concat(*pooled, dim=0).take(mx.nd.array(position, ctx=ctx))
+    return rows if levels[0].dtype == np.float32 else rows.astype(levels[0].dtype)
+
+
+def _float32(x):
+    return x if x.dtype == np.float32 else x.astype("float32")
 
 
 def sample_rois(proposals, num_proposals, object_boxes, crowd_boxes, labels, verts, polys,

@@ -145,3 +145,15 @@ def demo_run(tmp_path_factory):
     # The launcher forwards each worker's stdout to its stdout ("[1]<stdout>:...") and each
     # worker's stderr to its stderr ("[1]<stderr>:..."), so both are kept.
     return data, workspace, result.stdout, result.stderr
+
+
+@pytest.fixture(scope="session")
+def demo_detection(tmp_path_factory):
+    """The demo detection set of the end-to-end detector tests (SSD, Mask R-CNN), made once
+    per session: 256 training and 32 validation images of 128x128 with polygon masks."""
+    import subprocess
+    out = tmp_path_factory.mktemp("demo_detection") / "det"
+    subprocess.run([sys.executable, "-m", "data.demo", "detection", "--out", str(out),
+                    "--train-images", "256", "--val-images", "32", "--size", "128",
+                    "--no-progress"], cwd=ROOT, check=True, capture_output=True, timeout=300)
+    return out

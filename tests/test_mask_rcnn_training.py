@@ -2,8 +2,9 @@
 (ResNet-18 v1.5, FPN of 64 channels) started from the demo's classifier trains on the demo
 detection set with 2 workers and reaches asserted box and mask APs; the run logs the five
 losses by name, writes bbox.json and segm.json in the file's own category ids, checkpoints and
-exports the parts MXNet can export; its checkpoint scores the same on one worker; a resumed run
-ends with the weights of an uninterrupted one."""
+exports the parts MXNet can export, and checks its box and mask AP targets at each evaluation
+(out of reach here: the run goes on); its checkpoint scores the same on one worker; a resumed
+run ends with the weights of an uninterrupted one."""
 import json
 import os
 import re
@@ -13,11 +14,12 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from tests.test_ssd_training import RUNNER, ROOT, coco_demo  # noqa: F401 (fixture)
+from tests.test_ssd_training import RUNNER, ROOT
 
 STEPS, EPOCH_STEPS = 300, 150
-# Percent; measured on this run: box AP 22.1 and mask AP 21.6 at step 300 (13.2 and 10.2 at
-# step 150). examples/CPU_MRCNN_DEMO.sh (600 steps, 64 images) reached 42.2 and 40.2.
+# Percent; measured on this run (2026-12-02): box AP 20.2 and mask AP 20.2 at step 300 (12.3
+# and 10.0 at step 150). --lr 0.16, twice this, diverged at step 40 on some machines' demo
+# classifier (the box head's class loss blew up in the warm-up) and passed on others.
 BOX_AP_REACHED, MASK_AP_REACHED = 15.0, 15.0
 # The demo's images are 128 x 128 with 1-6 objects: 128 RoIs per image are plenty.
 SMALL = ["--arch", "maskrcnn_r18_fpn", "--min-size", "128", "--max-size", "128",
@@ -39,20 +41,22 @@ def _summary(stdout):
 
 
 @pytest.fixture(scope="module")
-def trained_mask_rcnn(demo_run, coco_demo, tmp_path_factory):  # noqa: F811
-    """(workspace, stdout) of the run: 2 workers x 2 images, STEPS steps."""
+def trained_mask_rcnn(demo_run, demo_detection, tmp_path_factory):
+    """(workspace, stdout) of the run: 2 workers x 2 images, STEPS steps, with targets
+    (NVIDIA's full-COCO ones) that it does not reach; --report goes to workspace.json."""
     classifier = demo_run[1] / "checkpoints" / "epoch-0008"
     workspace = tmp_path_factory.mktemp("mask_rcnn") / "workspace"
-    stdout = _runner(coco_demo, workspace, 2, "--num-steps", str(STEPS), "--epoch-steps",
-                     str(EPOCH_STEPS), "--warmup-steps", "50", "--lr", "0.16",
+    stdout = _runner(demo_detection, workspace, 2, "--num-steps", str(STEPS), "--epoch-steps",
+                     str(EPOCH_STEPS), "--warmup-steps", "50", "--lr", "0.08",
                      "--lr-decay-steps", "250", "--log-interval", "50",
-                     "--backbone-weights", str(classifier))
+                     "--backbone-weights", str(classifier), "--target-bbox-map", "0.377",
+                     "--target-mask-map", "0.342", "--report", f"{workspace}.json")
     return workspace, stdout
 
 
 @pytest.mark.slow
 def test_mask_rcnn_from_the_demo_classifier_reaches_its_box_and_mask_ap(trained_mask_rcnn,
-                                                                          coco_demo):  # noqa: F811
+                                                                          demo_detection):
     workspace, stdout = trained_mask_rcnn
     assert "backbone initialised from" in stdout
     assert "segm:" in stdout  # both 12-line summaries are printed
@@ -70,7 +74,14 @@ def test_mask_rcnn_from_the_demo_classifier_reaches_its_box_and_mask_ap(trained_
     assert stats["images"] == 32 and "mask_AP75" in stats
     assert stats["AP"] >= BOX_AP_REACHED, [e["val"]["AP"] for e in epochs]
     assert stats["mask_AP"] >= MASK_AP_REACHED, [e["val"]["mask_AP"] for e in epochs]
-    with open(coco_demo / "annotations" / "instances_val2017.json") as f:
+    # The targets were checked at each evaluation, in percent, and the run went on to the end.
+    assert [e["target_reached"] for e in epochs] == [False, False]
+    assert re.search(r"target not reached by epoch 1, the last: AP [\d.]+ vs 37.70  "
+                     r"mask_AP [\d.]+ vs 34.20", stdout), stdout[-2000:]
+    with open(f"{workspace}.json") as f:
+        report = json.load(f)
+    assert report["target_reached"] is False and report["metrics"]["AP"] == stats["AP"]
+    with open(demo_detection / "annotations" / "instances_val2017.json") as f:
         category_ids = {c["id"] for c in json.load(f)["categories"]}
     for name in ("bbox.json", "segm.json"):
         with open(workspace / name) as f:
@@ -84,11 +95,11 @@ def test_mask_rcnn_from_the_demo_classifier_reaches_its_box_and_mask_ap(trained_
 
 
 @pytest.mark.slow
-def test_its_checkpoint_scores_the_same_on_one_worker(trained_mask_rcnn, coco_demo,  # noqa: F811
+def test_its_checkpoint_scores_the_same_on_one_worker(trained_mask_rcnn, demo_detection,
                                                       tmp_path):
     workspace, stdout = trained_mask_rcnn
     checkpoint = str(workspace / "checkpoints" / f"epoch-{STEPS // EPOCH_STEPS:04d}")
-    one = _summary(_runner(coco_demo, tmp_path / "val", 1, "--mode", "val", "--load",
+    one = _summary(_runner(demo_detection, tmp_path / "val", 1, "--mode", "val", "--load",
                            checkpoint, batch=4))
     assert one == _summary(stdout) and one.endswith("(32 images)")
 
@@ -98,15 +109,15 @@ def _params(workspace, epoch):
 
 
 @pytest.mark.slow
-def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(coco_demo,  # noqa: F811
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(demo_detection,
                                                                      tmp_path):
     """The samplers' seeds and the data position are checkpointed: 2 steps, then 2 more
     after --resume, equal 4 steps in one run (one worker, random initialisation)."""
     common = ["--mode", "train", "--epoch-steps", "2", "--warmup-steps", "1",
               "--lr-decay-steps", "100", "--log-interval", "1"]
-    _runner(coco_demo, tmp_path / "whole", 1, *common, "--num-steps", "4")
-    _runner(coco_demo, tmp_path / "parts", 1, *common, "--num-steps", "2")
-    _runner(coco_demo, tmp_path / "parts", 1, *common, "--num-steps", "4", "--resume")
+    _runner(demo_detection, tmp_path / "whole", 1, *common, "--num-steps", "4")
+    _runner(demo_detection, tmp_path / "parts", 1, *common, "--num-steps", "2")
+    _runner(demo_detection, tmp_path / "parts", 1, *common, "--num-steps", "4", "--resume")
     whole, parts = _params(tmp_path / "whole", 2), _params(tmp_path / "parts", 2)
     halfway = _params(tmp_path / "parts", 1)
     assert whole.keys() == parts.keys()

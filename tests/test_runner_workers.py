@@ -1,7 +1,8 @@
 """./runner with several real workers on this machine: a worker that dies is named with its
 signal and the command that resumes, the run listens on loopback only, a checkpoint error on
-rank 0 ends every worker, --mode val counts every image once over an uneven split, and a
-record that fails to decode is skipped or stops every worker, as --bad-data says."""
+rank 0 ends every worker, --mode val counts every image once over an uneven split, a
+record that fails to decode is skipped or stops every worker, as --bad-data says, and a
+target accuracy ends every worker after the evaluation that reaches it."""
 import json
 import os
 import re
@@ -138,6 +139,26 @@ def test_val_mode_counts_every_image_once_and_matches_one_worker(uneven_val, tmp
     one, many = evaluate(1), evaluate(workers)
     assert many[1] == one[1] == "41"
     assert many[0] == one[0]
+
+
+def test_a_reached_target_ends_every_worker_after_that_evaluation(tiny_dataset, tmp_path):
+    """--target-top1 0 is reached by the first evaluation: both workers leave the loop after
+    epoch 1 of 4 (neither waits for the other in a next allreduce), the stopping epoch's
+    checkpoint is written although --save-frequency 3 would skip it, and the log and the
+    report say the target was reached."""
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        _command(tiny_dataset, tmp_path, 2, "--mode", "train_val", "--num-epochs", "4",
+                 "--save-frequency", "3", "--target-top1", "0", "--report", str(report)),
+        env=_env(), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "target reached" in result.stdout
+    epochs = [json.loads(line) for line in open(tmp_path / "log.jsonl")
+              if '"event": "epoch"' in line]
+    assert [e["target_reached"] for e in epochs] == [True]
+    assert os.listdir(tmp_path / "checkpoints") == ["epoch-0001"]
+    with open(report) as f:
+        assert json.load(f)["target_reached"] is True
 
 
 @pytest.mark.parametrize("policy", ["skip", "stop"])

@@ -17,16 +17,6 @@ STEPS, EPOCH_STEPS = 400, 200
 AP50_REACHED = 40.0  # percent; measured: 46.9 (the final AP50 of this run, 36.0 at step 200)
 
 
-@pytest.fixture(scope="module")
-def coco_demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("coco_demo") / "det"
-    subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-m", "data.demo",
-                    "detection", "--out", str(out), "--train-images", "256", "--val-images",
-                    "32", "--size", "128", "--no-progress"], cwd=ROOT, check=True,
-                   capture_output=True, timeout=300)
-    return out
-
-
 def _runner(data_root, workspace, workers, *extra, batch=8):
     command = [RUNNER, "-n", str(workers), "-b", str(batch), "--arch", "ssd128_resnet18_fpn64",
                "--image-shape", "3,128,128", "--data-root", str(data_root),
@@ -43,18 +33,18 @@ def _summary(stdout):
 
 
 @pytest.fixture(scope="module")
-def trained_ssd(demo_run, coco_demo, tmp_path_factory):
+def trained_ssd(demo_run, demo_detection, tmp_path_factory):
     """(workspace, stdout) of the SSD run: 2 workers x 8 images, STEPS steps."""
     classifier = demo_run[1] / "checkpoints" / "epoch-0008"
     workspace = tmp_path_factory.mktemp("ssd") / "workspace"
-    stdout = _runner(coco_demo, workspace, 2, "--num-steps", str(STEPS), "--epoch-steps",
+    stdout = _runner(demo_detection, workspace, 2, "--num-steps", str(STEPS), "--epoch-steps",
                      str(EPOCH_STEPS), "--warmup-steps", "50", "--lr", "0.32",
                      "--log-interval", "20", "--backbone-weights", str(classifier))
     return workspace, stdout
 
 
 @pytest.mark.slow
-def test_ssd_from_the_demo_classifier_reaches_its_ap50(trained_ssd, coco_demo):
+def test_ssd_from_the_demo_classifier_reaches_its_ap50(trained_ssd, demo_detection):
     workspace, stdout = trained_ssd
     assert "backbone initialised from" in stdout
     with open(workspace / "log.jsonl") as f:
@@ -73,7 +63,7 @@ def test_ssd_from_the_demo_classifier_reaches_its_ap50(trained_ssd, coco_demo):
     assert stats["AP50"] >= AP50_REACHED, [e["val"]["AP50"] for e in epochs]
     assert stats["AP50"] > epochs[0]["val"]["AP50"]
     # Detections are written in the annotation file's own category ids.
-    with open(coco_demo / "annotations" / "instances_val2017.json") as f:
+    with open(demo_detection / "annotations" / "instances_val2017.json") as f:
         category_ids = {c["id"] for c in json.load(f)["categories"]}
     with open(workspace / "bbox.json") as f:
         detections = json.load(f)
@@ -84,12 +74,13 @@ def test_ssd_from_the_demo_classifier_reaches_its_ap50(trained_ssd, coco_demo):
 
 
 @pytest.mark.slow
-def test_its_checkpoint_scores_the_same_on_one_and_two_workers(trained_ssd, coco_demo, tmp_path):
+def test_its_checkpoint_scores_the_same_on_one_and_two_workers(trained_ssd, demo_detection,
+                                                               tmp_path):
     workspace, stdout = trained_ssd
     checkpoint = str(workspace / "checkpoints" / f"epoch-{STEPS // EPOCH_STEPS:04d}")
-    one = _summary(_runner(coco_demo, tmp_path / "val1", 1, "--mode", "val", "--load",
+    one = _summary(_runner(demo_detection, tmp_path / "val1", 1, "--mode", "val", "--load",
                            checkpoint, batch=16))
-    two = _summary(_runner(coco_demo, tmp_path / "val2", 2, "--mode", "val", "--load",
+    two = _summary(_runner(demo_detection, tmp_path / "val2", 2, "--mode", "val", "--load",
                            checkpoint, batch=5))
     assert one == two == _summary(stdout) and one.endswith("(32 images)")
 
@@ -112,11 +103,11 @@ def _classifier_checkpoint(path, arch):
     return net
 
 
-def test_backbone_weights_start_the_detector_and_a_wrong_depth_is_refused(coco_demo, tmp_path):
+def test_backbone_weights_start_the_detector_and_a_wrong_depth_is_refused(demo_detection, tmp_path):
     import mxnet as mx
     classifier = _classifier_checkpoint(tmp_path / "resnet18.params", "resnet18_v1.5")
     workspace = tmp_path / "ws"
-    stdout = _runner(coco_demo, workspace, 1, "--mode", "train", "--num-steps", "1",
+    stdout = _runner(demo_detection, workspace, 1, "--mode", "train", "--num-steps", "1",
                      "--lr", "1e-9", "--backbone-weights", str(tmp_path / "resnet18.params"))
     assert "backbone initialised from" in stdout
     # After one step at a negligible learning rate, the first convolution is the classifier's.
@@ -130,7 +121,7 @@ def test_backbone_weights_start_the_detector_and_a_wrong_depth_is_refused(coco_d
     _classifier_checkpoint(tmp_path / "resnet34.params", "resnet34_v1.5")
     result = subprocess.run(
         [RUNNER, "-b", "4", "--arch", "ssd128_resnet18_fpn64", "--image-shape", "3,128,128",
-         "--data-root", str(coco_demo), "--workspace", str(tmp_path / "ws34"),
+         "--data-root", str(demo_detection), "--workspace", str(tmp_path / "ws34"),
          "--backbone-weights", str(tmp_path / "resnet34.params")],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2

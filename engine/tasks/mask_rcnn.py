@@ -9,9 +9,11 @@ targets through `ops/`); evaluation pastes each detection's mask into its origin
 gathers every worker's detections to rank 0 and scores boxes and masks with pycocotools
 (`evaluation/coco.py`).
 
-Each loss is normalised per worker by its sampled anchor or RoI counts, which are fixed
-(256 anchors and 512 RoIs per image), so averaging gradients over workers (Horovod) equals
-one worker's gradient over the global batch, as maskrcnn-benchmark computes it.
+Each loss is normalised per worker by its own counts (sampled anchors, sampled RoIs, and the
+positive RoIs for the mask loss), as maskrcnn-benchmark normalises per GPU. Averaging the
+workers' gradients (Horovod) equals one worker's gradient over the global batch where those
+counts are the same on every worker: nearly so for the recipe's 256 anchors and 512 RoIs per
+image, not for the mask loss's positives (tests/engine/test_horovod.py makes them equal).
 """
 import logging
 

@@ -1,16 +1,23 @@
-"""Worker of test_horovod.py: train a small network for a few steps, classifier or SSD.
+"""Worker of test_horovod.py: train a small network for a few steps: classifier, SSD or Mask
+R-CNN.
 
 Run by horovodrun with N workers and batch B each, or alone with batch N*B; every run sees the
 same global batches in the same order, so the final weights must agree. With ACCUMULATE A,
 each optimizer step takes A batches of B per worker (gradient accumulation): N workers x A x B
 must end where one worker with batch N*A*B ends. `train` does the same in-process.
 
-    python hvd_equivalence_worker.py {classification,ssd} BATCH STEPS OUTPUT.params [ACCUMULATE]
+    python hvd_equivalence_worker.py {classification,ssd,mask_rcnn} BATCH STEPS OUTPUT.params
+                                     [ACCUMULATE]
 
 The classifier has no BatchNorm, and the SSD's BatchNorm layers use their running statistics
 (frozen, as detectors fine-tuned from a classifier often train): batch statistics of b images
 differ from those of 2b by design, and would hide what the test is about, that gradients are
 averaged and losses normalised over the global batch.
+
+Mask R-CNN normalises each loss per worker by its own counts (sampled anchors, sampled RoIs,
+positive RoIs), as maskrcnn-benchmark does, and draws its samples at random: N workers equal one
+only where every image has the same counts and nothing is left to chance. `small_segmenter`
+and `global_segmentation_batches` make that so (see there).
 """
 import os
 import sys
@@ -58,6 +65,47 @@ def global_detection_batches(global_batch, steps):
     return {"data": data, "boxes": boxes, "labels": labels}
 
 
+SEGMENTATION_SIDE = 64
+# Two objects in every image: a rectangle and a triangle (vertices in pixels), then a padding row.
+SEGMENTATION_BOXES = [[8, 8, 40, 36], [24, 30, 60, 60], [-1, -1, -1, -1]]
+SEGMENTATION_VERTICES = [[8, 8], [40, 8], [40, 36], [8, 36], [24, 30], [60, 30], [24, 60], [-1, -1]]
+SEGMENTATION_POLYGONS = [[0, 0, 4], [1, 4, 7]]  # [object row, first vertex, end vertex)
+
+
+def global_segmentation_batches(global_batch, steps):
+    """Random pixels with the same two objects in every image, so that every image has the
+    same anchor and RoI counts; what the network sees (and so its proposals and gradients)
+    still differs from image to image."""
+    rng = np.random.default_rng(1234)
+    count = steps * global_batch
+    side = SEGMENTATION_SIDE
+
+    def every_image(rows, dtype):
+        return np.tile(np.array(rows, dtype), (count, 1, 1))
+    return {"data": rng.standard_normal((count, 3, side, side)).astype(np.float32),
+            "boxes": every_image(SEGMENTATION_BOXES, np.float32),
+            "labels": every_image([[1, 3, -1]], np.float32)[:, 0],
+            "polygons": every_image(SEGMENTATION_POLYGONS, np.int32),
+            "vertices": every_image(SEGMENTATION_VERTICES, np.float32),
+            "im_hw": np.full((count, 2), side, np.float32)}
+
+
+def small_segmenter():
+    """Mask R-CNN R-18 (BatchNorm frozen, as the recipe's) whose samplers take every
+    candidate, so that no draw differs between one worker and two: the RPN samples more
+    anchors than a 64x64 image has (all those not ignored, a count fixed by the objects), and
+    the RoI heads take the 8 proposals of each image plus the objects; a foreground IoU of 1
+    makes the objects' own rows the only positives (2 per image, the mask loss's count)."""
+    import models
+    from models.roi_heads import RoISettings
+    from models.rpn import RPNSettings
+    return models.build_network(
+        "maskrcnn_r18_fpn", CLASSES, "NCHW", (3, SEGMENTATION_SIDE, SEGMENTATION_SIDE),
+        "float32", mx.cpu(), seed=7,
+        rpn=RPNSettings(num_sample=4096, post_nms_top_n_train=8),
+        roi=RoISettings(num_sample=32, pos_fraction=0.5, fg_iou_thresh=1.0))
+
+
 def worker_batches(arrays, batch, steps, rank, size):
     """Global batch t is samples [t*G, (t+1)*G); worker r takes its r-th slice of it."""
     batches = []
@@ -101,6 +149,11 @@ def setup(task_name, batch, steps, dist, accumulate=1):
         net = small_network()
         task = ClassificationTask(CLASSES, mx.cpu(), label_smoothing=0.1)
         arrays, lr = global_batches(batch * dist.size * accumulate, steps), 0.2
+    elif task_name == "mask_rcnn":
+        from engine.tasks.mask_rcnn import MaskRCNNTask
+        net = small_segmenter()
+        task = MaskRCNNTask(mx.cpu(), seed=dist.rank)  # seeds per worker, as train.py's
+        arrays, lr = global_segmentation_batches(batch * dist.size * accumulate, steps), 1e-4
     else:
         from engine.tasks.ssd import SSDTask
         net = small_detector()

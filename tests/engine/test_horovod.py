@@ -1,6 +1,7 @@
 """Horovod (Gloo, CPU processes): two workers with batch b end where one worker with batch 2b
 ends, which proves that gradients are averaged and losses normalised over the global batch:
-per sample for the classifier, per positive anchor of the whole global batch for SSD; and two
+per sample for the classifier, per positive anchor of the whole global batch for SSD, per
+worker's sampled anchors and RoIs for Mask R-CNN (equal counts on every worker); and two
 workers accumulating 2 batches of b per step end where one worker with batch 4b ends."""
 import os
 import subprocess
@@ -38,8 +39,9 @@ def _train_one_and_two_workers(task, batch, steps, tmp_path, accumulate=1):
 
 def _initial_weights(task):
     sys.path.insert(0, HERE)
-    from hvd_equivalence_worker import small_detector, small_network
-    net = small_network() if task == "classification" else small_detector()
+    from hvd_equivalence_worker import small_detector, small_network, small_segmenter
+    net = {"classification": small_network, "ssd": small_detector,
+           "mask_rcnn": small_segmenter}[task]()
     return {name: p.data().asnumpy() for name, p in net._collect_params_with_prefix().items()}
 
 
@@ -74,3 +76,33 @@ def test_two_ssd_workers_equal_one_worker_with_double_batch(tmp_path):
                  "class_head.tower.0.weight", "class_head.predict.weight",
                  "box_head.tower.0.weight", "box_head.predict.weight"):
         assert moved[name] > 1e-4, (name, moved[name])
+
+
+def test_two_mask_rcnn_workers_equal_one_worker_with_double_batch(tmp_path):
+    """2 workers x 2 images equal 1 worker x 4 images after 3 steps, every trained part moved
+    and the frozen stem and first stage did not (see small_segmenter for the counts)."""
+    single, two = _train_one_and_two_workers("mask_rcnn", 2, 3, tmp_path)
+    sys.path.insert(0, HERE)
+    from hvd_equivalence_worker import small_segmenter
+    params = small_segmenter()._collect_params_with_prefix()
+    moved, differ = {}, {}
+    for name in single:
+        a, b = single[name].asnumpy(), two[name].asnumpy()
+        assert np.isfinite(a).all(), name
+        moved[name] = np.abs(a - params[name].data().asnumpy()).max()
+        differ[name] = np.abs(b - a).max()
+    # The two runs differ by float rounding only (summation orders of batch 2 and 4), far
+    # below how far training moved each weight: a gradient off by a factor (summed instead
+    # of averaged, or normalised by other counts) would differ by about the move itself.
+    worst = max(differ, key=lambda n: differ[n] / (moved[n] + 1e-6))
+    assert differ[worst] <= 1e-2 * moved[worst] + 1e-7, (worst, differ[worst], moved[worst])
+    trained = [n for n, p in params.items() if p.grad_req != "null"]
+    frozen = [n for n in params if n.startswith(("backbone.features.0.", "backbone.features.4."))]
+    assert len(trained) > 40 and frozen and not set(frozen) & set(trained)
+    weights = [n for n in trained if n.endswith("weight")]
+    # Every trained weight moved, but P3-P5's output convolutions: at 64x64 every RoI pools
+    # from P2, and every anchor of P3 and up crosses the image's border (ignored), so no loss
+    # reaches them (P6 is pooled from P5's output, not a convolution of its own).
+    still = sorted(n for n in weights if moved[n] <= 1e-6)
+    assert still == [f"fpn.output.{k}.weight" for k in (1, 2, 3)], still
+    assert all(moved[n] == 0 for n in frozen), frozen

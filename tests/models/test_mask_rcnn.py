@@ -1,7 +1,8 @@
 """Mask R-CNN: shapes of both registered networks, anchors / targets / proposals against the
 ops/ references, mask targets against pycocotools, crowd regions, a training step on the five
 losses with the frozen layers left alone, backbone checkpoints, RoIAlign over FPN levels,
-inference output and mask pasting."""
+inference output and mask pasting; float16 casting (and a float16 step where a GPU MXNet
+exists)."""
 import mxnet as mx
 import numpy as np
 import pytest
@@ -332,6 +333,63 @@ def test_multilevel_roi_align_equals_roi_align_of_each_roi_on_its_level():
                                            mx.nd.array([[0, *rois[b, r].asnumpy()]]), (7, 7),
                                            1.0 / settings.strides[k], sample_ratio=2)
             np.testing.assert_array_equal(pooled[b * 60 + r], alone.asnumpy()[0])
+
+
+def test_float16_levels_are_pooled_in_float32_and_come_back_in_float16():
+    """RoIAlign of float16 pyramid levels runs in float32 on the same RoIs (their coordinates
+    keep their fractions) and returns float16 rows for the float16 heads."""
+    rng = np.random.RandomState(1)
+    settings = RoISettings()
+    levels = [mx.nd.array(rng.randn(2, 4, 128 >> k, 128 >> k)).astype("float16")
+              for k in range(4)]
+    xy = rng.uniform(0, 300, (2, 20, 2))
+    rois = mx.nd.array(np.concatenate([xy, xy + rng.uniform(8, 400, (2, 20, 2))], -1) + 0.3)
+    valid = mx.nd.array(rng.rand(2, 20) > 0.2)
+    pooled = multilevel_roi_align(levels, rois, valid, 7, settings)
+    assert pooled.dtype == np.float16
+    in_float32 = multilevel_roi_align([x.astype("float32") for x in levels], rois, valid, 7,
+                                      settings)
+    np.testing.assert_array_equal(pooled.asnumpy(), in_float32.asnumpy().astype(np.float16))
+
+
+def test_float16_cast_keeps_batchnorm_in_float32_and_the_heads_outputs_float32():
+    net = _net()
+    models.cast_network(net, "float16")
+    dtypes = {name: np.dtype(p.dtype) for name, p in net.collect_params().items()}
+    assert all(dtypes[n] == np.float32 for n in dtypes if "batchnorm" in n)
+    weights = [n for n in dtypes if n.endswith("weight") and "batchnorm" not in n]
+    assert len(weights) > 30 and all(dtypes[n] == np.float16 for n in weights)
+    # The RPN, box and mask heads hand float32 to the targets, losses and ops/.
+    for head, inputs in ((net.rpn_head, [mx.sym.var(f"p{k}") for k in range(5)]),
+                         (net.box_head, [mx.sym.var("pooled")]),
+                         (net.mask_head, [mx.sym.var("pooled")])):
+        outputs = head(*inputs)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        assert mx.sym.Group(outputs).tojson().count('"amp_cast"') == len(outputs), head.name
+
+
+@pytest.mark.gpu
+def test_float16_training_step_and_inference_on_gpu():
+    """The small network cast to float16 on a GPU: one training step of the five losses
+    (float32, finite, positive) with float16 gradients, then float32 detections and masks."""
+    ctx = mx.gpu(0)
+    net = models.build_network("maskrcnn_r18_fpn", CLASSES, "NCHW", (3, 64, 64), "float16",
+                               ctx)
+    images = _images().as_in_context(ctx).astype("float16")
+    verts, polys = ops.pack_polygons(POLYGONS)
+    with mx.autograd.record():
+        losses = net.train_losses(images, BOXES, LABELS, verts, polys, IM_HW, seed=SEED)
+    mx.autograd.backward(list(losses.values()))
+    values = {k: v.asscalar() for k, v in losses.items()}
+    assert all(v.dtype == np.float32 for v in losses.values())
+    assert all(np.isfinite(v) and v > 0 for v in values.values()), values
+    grads = [p.grad() for p in net.collect_params().values() if p.grad_req != "null"
+             and p.name.endswith("weight") and np.dtype(p.dtype) == np.float16]
+    assert grads and all(np.isfinite(g.asnumpy()).all() for g in grads)
+    assert sum(float(g.abs().sum().asscalar()) for g in grads) > 0
+    detections, masks = net(images, IM_HW)
+    assert detections.dtype == masks.dtype == np.float32
+    assert detections.shape == (2, 100, 6) and masks.shape == (2, 100, 28, 28)
 
 
 def test_roi_levels_follow_the_fpn_rule():
