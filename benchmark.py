@@ -10,8 +10,13 @@
     python benchmark.py --compare runs/old.json runs/new.json                # ratios b/a
     python benchmark.py --arch ssd320_resnet50_fpn --data-root /data/coco2017 -b 8  # SSD
     python benchmark.py --loaders --arch ssd320_resnet50_fpn --data-root DIR -b 8  # vs gluoncv
-    python benchmark.py --only-inference --runtime onnxruntime --onnx rn50-fp16.onnx \
+    python benchmark.py --only-inference --runtime onnxruntime --onnx rn50-fp16.onnx \\
         -b 1,32,208 --data-backend dali-gpu --data-root DIR                  # ONNX Runtime
+    python benchmark.py --arch maskrcnn_r50_fpn --data-root DIR --min-size 320 --max-size 320
+    python benchmark.py --loaders --arch maskrcnn_r50_fpn --data-root DIR --min-size 320 \\
+        --max-size 320                                                       # vs gluoncv
+    python benchmark.py --peer gluoncv --arch maskrcnn_r50_fpn --data-root DIR \\
+        --min-size 320 --max-size 320                    # train + infer beside gluoncv's
 
 Training runs the real training path, ./runner (horovodrun + train.py), once per (workers,
 batch) for WARMUP + EPOCHS epochs of ITERATIONS iterations, and reports images/s = global
@@ -27,6 +32,20 @@ recipe for training). A detector's inference latency includes its post-processin
 (`SSDFPN.detect`: box decoding, class-wise NMS, the best detections), and its synthetic
 training data is one random batch of images with a few boxes each (the classes and epoch
 length come from the data root's COCO json).
+
+Mask R-CNN (maskrcnn_r50_fpn, maskrcnn_r18_fpn) resizes as its recipe does: shorter side
+--min-size, longer side at most --max-size (800 and 1333; train.py's flags, passed on). It
+trains on real data only (dali-cpu, the default on CPU, or dali-gpu), batch 1 on CPU, 2 per
+GPU, at --lr 0 unless --lr or --backbone-weights is given: from random weights its losses
+become NaN within a few steps, and a step at 0 does the same work. Its inference latency
+includes what a user's inference does: the network's detection and mask head, then every
+detection's mask pasted into the image (`paste_mask`), timed at a score threshold of 0 so
+that a randomly initialised network gives the full 100 detections
+(`benchmarking.mask_rcnn_inference` says why). Its synthetic inference input is a 640x480
+image (COCO's common shape) resized that way and padded to a multiple of 32 (320/320: 240x320
+in 256x320), or exactly --image-shape. --peer gluoncv trains and runs gluoncv's own
+mask_rcnn_fpn_resnet50_v1b_coco beside it, as gluoncv's train_mask_rcnn.py does, on the same
+images, sizes, batch (1) and cores, and reports the ratios (`benchmarking.mask_rcnn_peer`).
 
 --runtime onnxruntime times inference through ONNX Runtime instead of MXNet: the CUDA
 provider where ONNX Runtime has one (onnxruntime-gpu), else the CPU provider, with IO binding
@@ -69,6 +88,12 @@ DETECTION_TRAINING_BATCHES_CPU = [8]
 DETECTION_TRAINING_BATCHES_GPU = {"float16": [32], "float32": [32]}
 DETECTION_LOADER_BATCH = 8
 DETECTION_CLASSES = 80  # COCO's, for inference (training takes the json's)
+# Mask R-CNN: the recipe's 2 images per GPU; on CPU, and in gluoncv's script, 1.
+MASK_RCNN_INFERENCE_BATCHES_CPU = [1]
+MASK_RCNN_INFERENCE_BATCHES_GPU = [1, 2, 4, 8]
+MASK_RCNN_TRAINING_BATCHES_CPU = [1]
+MASK_RCNN_TRAINING_BATCHES_GPU = {"float16": [2], "float32": [2]}
+MASK_RCNN_LOADER_BATCH = 1
 
 
 def parse_args(argv):
@@ -89,7 +114,20 @@ def parse_args(argv):
                         "(SSDDefaultTrainTransform with the same anchors and its target "
                         "generator, in a Gluon DataLoader with one worker per core) on "
                         "DATA_ROOT's train2017, at the input size of --image-shape (default "
-                        f"batch {DETECTION_LOADER_BATCH})")
+                        f"batch {DETECTION_LOADER_BATCH}). With a Mask R-CNN --arch: the "
+                        "project's DALI Mask R-CNN pipeline with the polygon rows and RPN "
+                        "targets (models.rpn.rpn_targets) against gluoncv's "
+                        "MaskRCNNDefaultTrainTransform in its DataLoader (and in this process, "
+                        "without workers), at --min-size / --max-size (default batch "
+                        f"{MASK_RCNN_LOADER_BATCH})")
+    g.add_argument("--peer", choices=("gluoncv",),
+                   help="with a Mask R-CNN --arch: train and run gluoncv's "
+                        "mask_rcnn_fpn_resnet50_v1b_coco (random init, as its "
+                        "train_mask_rcnn.py) beside the project's on the same DATA_ROOT "
+                        "images, sizes, batch 1 and cores: training img/s and data-wait share "
+                        "(W + E epochs of I steps each), inference latency with mask pasting; "
+                        "one report with the ratios (--only-training / --only-inference pick "
+                        "one half)")
     g.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="print the ratios B/A of images/s and latency of two reports, per "
                         "case, and exit")
@@ -117,19 +155,20 @@ def parse_args(argv):
     g = p.add_argument_group("model and data")
     g.add_argument("--arch", "--model", dest="model", metavar="NAME",
                    help="a name of the models registry (`python train.py -h` lists them): a "
-                        "classifier, resnet18_v1.5 ... resnet152_v1.5, or a detector, e.g. "
-                        "ssd320_resnet50_fpn, ssd128_resnet18_fpn64; its task sets the "
-                        f"by-task defaults (default {DEFAULT_MODEL})")
+                        "classifier, resnet18_v1.5 ... resnet152_v1.5, a detector, e.g. "
+                        "ssd320_resnet50_fpn, ssd128_resnet18_fpn64, or Mask R-CNN, "
+                        "maskrcnn_r50_fpn, maskrcnn_r18_fpn; its task sets the by-task "
+                        f"defaults (default {DEFAULT_MODEL})")
     g.add_argument("--dtype", choices=("float32", "float16"),
                    help="float16 (default where MXNet sees a GPU) or float32 (default "
                         "otherwise; float16 needs a GPU)")
     g.add_argument("--data-backend", choices=("synthetic", "dali-cpu", "dali-gpu", "mxnet"),
-                   default="synthetic",
                    help="synthetic (default: one fixed batch on the device, compute alone) or "
                         "real data from DATA_ROOT: training reads train.rec, inference "
                         "val.rec, and the data time counts (detection: train2017 and "
                         "val2017; its synthetic training batch still takes the classes and "
-                        "epoch length from DATA_ROOT's json)")
+                        "epoch length from DATA_ROOT's json; Mask R-CNN: default dali-cpu, "
+                        "or dali-gpu on a GPU, synthetic for inference only)")
     g.add_argument("--data-root",
                    help=f"classification: folder with train.rec/.idx and val.rec/.idx "
                         f"(default {DEFAULT_DATA_ROOT}); detection: a COCO-layout folder, "
@@ -137,7 +176,9 @@ def parse_args(argv):
                         f"val2017/ (default: train.py's, `./runner -h`)")
     g.add_argument("--image-shape", type=image_shape,
                    help="network input C,H,W (default 3,224,224; a detector's own input "
-                        "size, e.g. 3,320,320 for ssd320_*); --loaders crops H,W")
+                        "size, e.g. 3,320,320 for ssd320_*; Mask R-CNN: its synthetic "
+                        "inference input, sides multiples of 32, default from --min-size / "
+                        "--max-size); --loaders crops H,W")
     g.add_argument("--runtime", choices=("mxnet", "onnxruntime"), default="mxnet",
                    help="what runs inference: MXNet (default) or ONNX Runtime (with "
                         "--only-inference; CUDA provider where there is one)")
@@ -146,15 +187,21 @@ def parse_args(argv):
                         "the shape and dtype); default: export --arch with random weights")
     g.add_argument("--layout", choices=("NCHW", "NHWC"), default="NCHW",
                    help="NHWC is faster with float16 on Tensor Core GPUs (default NCHW)")
+    g.add_argument("--min-size", type=positive_int,
+                   help="Mask R-CNN: shorter image side (default 800, the recipe's)")
+    g.add_argument("--max-size", type=positive_int,
+                   help="Mask R-CNN: longest allowed longer side (default 1333)")
     g.add_argument("--num-classes", type=positive_int,
-                   help=f"default 1000; a detector's inference: {DETECTION_CLASSES} (COCO's), "
-                        f"its training takes the classes of the COCO json")
+                   help=f"default 1000; a detector's or Mask R-CNN's inference: "
+                        f"{DETECTION_CLASSES} (COCO's), its training takes the classes of the "
+                        f"COCO json")
     g = p.add_argument_group("output")
     g.add_argument("-o", "--output",
                    help="JSON report; the plot goes next to it as .png and the runs' logs "
                         "into <name>-logs/ (default runs/benchmark.json, runs/loaders.json "
                         "for --loaders, runs/detection_loaders.json for --loaders with a "
-                        "detector)")
+                        "detector, runs/mask_rcnn_loaders.json with Mask R-CNN, "
+                        "runs/mask_rcnn_vs_gluoncv.json for --peer)")
     g.add_argument("--verbose", action="store_true",
                    help="echo all output of the training runs, not only epoch summaries")
     g.add_argument("--runner", default=os.path.join(_HERE, "runner"), help=argparse.SUPPRESS)
@@ -175,6 +222,13 @@ def _conflicting_flags(args, runner_args):
                 f"--help go to ./runner for the training sweep, and none runs here)")
     if args.only_inference and args.num_workers != [1]:
         return "-n is the training sweep's; inference runs in this process on one device"
+    if args.peer and (args.loaders or args.compare or args.make_data or
+                      args.runtime != "mxnet"):
+        return "--peer runs its own training and inference cases; drop --loaders, " \
+               "--compare, --make-data and --runtime"
+    if args.peer and (args.num_workers != [1] or args.batch_sizes):
+        return "--peer compares one worker at batch 1 (gluoncv's script's per-device batch); " \
+               "drop -n and -b"
     if args.onnx and args.runtime != "onnxruntime":
         return "--onnx is the file --runtime onnxruntime runs; add --runtime onnxruntime"
     if args.runtime == "onnxruntime":
@@ -211,9 +265,18 @@ def main(argv=None):
     except ValueError as error:  # an unknown --arch: the message lists the valid names
         print(f"benchmark.py: error: --arch: {error}", file=sys.stderr)
         return 2
+    problem = _mask_rcnn_flag_problem(args)
+    if problem:
+        print(f"benchmark.py: error: {problem}", file=sys.stderr)
+        return 2
+    runner_args = _mask_rcnn_runner_args(args, runner_args)
+    if args.peer:
+        return run_mask_rcnn_peer(args, runner_args, command, runner_env, threads)
     if args.loaders:
         if args.task == "detection":
             return run_detection_loaders(args, command, threads)
+        if args.task == "instance_segmentation":
+            return run_mask_rcnn_loaders(args, command, threads)
         return run_loaders(args, command)
     return run_sweeps(args, runner_args, command, runner_env, threads)
 
@@ -234,10 +297,9 @@ def resolve_task_defaults(args):
     else:
         import models
         args.task = models.model_task(args.model)
-        if args.task not in ("classification", "detection"):
-            raise ValueError(f"{args.model} ({args.task}) has no benchmark yet: it is not "
-                             f"trainable through train.py yet either")
-    if args.task == "detection":
+    if args.task == "instance_segmentation":
+        defaults = _mask_rcnn_defaults(args)
+    elif args.task == "detection":
         from engine.options import TASK_DEFAULTS
         defaults = dict(data_root=TASK_DEFAULTS["detection"]["data_root"],
                         image_shape=(3,) + _input_size(args.model),
@@ -249,6 +311,57 @@ def resolve_task_defaults(args):
         if getattr(args, name) is None:
             setattr(args, name, value)
     return args
+
+
+def _mask_rcnn_defaults(args):
+    """Mask R-CNN's by-task defaults: the recipe's sizes, and its synthetic inference input
+    (`image_hw` inside `image_shape`): a 640x480 image resized by them, padded to 32."""
+    from benchmarking.mask_rcnn_inference import padded_shape, resized_image_hw
+    from data.mask_rcnn_pipelines import MAX_SIZE, MIN_SIZE
+    from engine.options import TASK_DEFAULTS
+    args.min_size = args.min_size or MIN_SIZE
+    args.max_size = args.max_size or MAX_SIZE
+    if args.image_shape:
+        args.image_hw = tuple(args.image_shape[1:])
+    else:
+        args.image_hw = resized_image_hw(args.min_size, args.max_size)
+    return dict(data_root=TASK_DEFAULTS["instance_segmentation"]["data_root"],
+                image_shape=padded_shape(args.image_hw), num_classes=DETECTION_CLASSES)
+
+
+def _mask_rcnn_runner_args(args, runner_args):
+    """The runner's flags, with ``--lr 0`` for Mask R-CNN training from random weights.
+
+    Without a classifier checkpoint (--backbone-weights) its frozen BatchNorms are identities
+    and the R-50 losses become NaN within a few steps (train.py then stops, status 3). With
+    a learning rate of 0 every step still does all of a real step's work (forward, targets,
+    backward, the SGD update) on finite numbers. A --lr or --backbone-weights given is kept.
+    """
+    given = {arg.split("=", 1)[0] for arg in runner_args}
+    if (args.task != "instance_segmentation" or args.only_inference or args.loaders
+            or given & {"--lr", "--backbone-weights"}):
+        return runner_args
+    print("benchmark.py: Mask R-CNN trains from random weights here: --lr 0 (the steps' work "
+          "is the same; give --lr or --backbone-weights to change it)", file=sys.stderr)
+    return ["--lr", "0", *runner_args]
+
+
+def _mask_rcnn_flag_problem(args):
+    """What makes the Mask R-CNN flags unusable with this --arch, or None."""
+    mask_rcnn = args.task == "instance_segmentation"
+    if not mask_rcnn and (args.min_size or args.max_size or args.peer):
+        given = [f for f, v in (("--min-size", args.min_size), ("--max-size", args.max_size),
+                                ("--peer", args.peer)) if v]
+        return (f"{' '.join(given)}: Mask R-CNN's (--arch maskrcnn_r50_fpn or "
+                f"maskrcnn_r18_fpn), not {args.model}'s ({args.task})")
+    if mask_rcnn and args.image_shape and (args.image_shape[0] != 3 or any(
+            side % 32 for side in args.image_shape[1:])):
+        return (f"Mask R-CNN's input is 3 channels with sides that are multiples of 32 (the "
+                f"pipeline pads to them); got --image-shape "
+                f"{','.join(map(str, args.image_shape))}")
+    if mask_rcnn and args.layout != "NCHW":
+        return "Mask R-CNN takes --layout NCHW (MXNet's RoIAlign is NCHW only)"
+    return None
 
 
 def _input_size(model):
@@ -310,9 +423,7 @@ def run_loaders(args, command):
 
 def run_detection_loaders(args, command, threads):
     from benchmarking import detection_loaders, machine
-    from benchmarking.report import build_report, format_report
     from benchmarking.sweep import say
-    from engine.files import write_json
     from models.ssd import retinanet_anchors
     problem = _missing_coco(args.data_root, [detection_loaders.TRAIN_SPLIT])
     if problem:
@@ -336,14 +447,85 @@ def run_detection_loaders(args, command, threads):
     rows = detection_loaders.compare_detection_loaders(
         args.data_root, batch, height, cores, warmup, args.iterations, args.epochs,
         on_result=_say_loader, on_round=_say_round)
+    return _write_report("detection-loaders", rows, command,
+                         args.output or os.path.join("runs", "detection_loaders.json"),
+                         data_root=os.path.abspath(args.data_root), batch_size=batch,
+                         image_size=height, anchors=anchors, threads=cores,
+                         mxnet_threads=threads, warmup_batches=warmup, rounds=args.epochs,
+                         round_batches=args.iterations, load_average_at_start=load_at_start)
+
+
+def run_mask_rcnn_loaders(args, command, threads):
+    """--loaders with a Mask R-CNN --arch: its training data path against gluoncv's."""
+    from benchmarking import machine, mask_rcnn_loaders
+    from benchmarking.sweep import say
+    problem = _missing_coco(args.data_root, [mask_rcnn_loaders.TRAIN_SPLIT])
+    if problem:
+        print(f"benchmark.py: error: the Mask R-CNN data paths read a COCO-layout "
+              f"--data-root: {problem}", file=sys.stderr)
+        return 2
+    load_at_start = _warn_if_busy(machine)
+    batch = (args.batch_sizes or [MASK_RCNN_LOADER_BATCH])[0]
+    cores = machine.cpu_cores()
+    warmup = args.warmup * args.iterations
+    say(sys.stderr, f"Mask R-CNN training data on {args.data_root}: batch {batch}, shorter "
+                    f"side {args.min_size}, longer at most {args.max_size}, {cores} DALI "
+                    f"threads / gluoncv workers, {threads} MXNet threads; {args.epochs} rounds "
+                    f"of {args.iterations} timed batches, loaders taking turns ({warmup} "
+                    f"warm-up batches first)")
+    rows = mask_rcnn_loaders.compare_mask_rcnn_loaders(
+        args.data_root, batch, args.min_size, args.max_size, cores, warmup, args.iterations,
+        args.epochs, on_result=_say_loader, on_round=_say_round)
+    return _write_report("mask-rcnn-loaders", rows, command,
+                         args.output or os.path.join("runs", "mask_rcnn_loaders.json"),
+                         data_root=os.path.abspath(args.data_root), batch_size=batch,
+                         min_size=args.min_size, max_size=args.max_size, threads=cores,
+                         mxnet_threads=threads, warmup_batches=warmup, rounds=args.epochs,
+                         round_batches=args.iterations, load_average_at_start=load_at_start)
+
+
+def run_mask_rcnn_peer(args, runner_args, command, runner_env, threads):
+    """--peer gluoncv: the project's Mask R-CNN and gluoncv's, side by side."""
+    import mxnet as mx
+
+    from benchmarking import machine, mask_rcnn_peer
+    from benchmarking.gluoncv_mask_rcnn import MODEL
+    if mx.context.num_gpus():
+        print("benchmark.py: error: --peer compares on CPU (gluoncv's side runs there); hide "
+              "the GPUs with CUDA_VISIBLE_DEVICES=", file=sys.stderr)
+        return 2
+    args.data_backend = args.data_backend or _default_backend(args.task, 0)
+    problem = _sweep_problem(args, runner_args, real_inference=False)
+    if problem:
+        print(f"benchmark.py: error: --peer: {problem}", file=sys.stderr)
+        return 2
+    settings = _settings(args, runner_args, 0)
+    load_at_start = _warn_if_busy(machine)
+    output = args.output or os.path.join("runs", "mask_rcnn_vs_gluoncv.json")
+    # gluoncv takes the project's learning rate where it is 0, else its script's own.
+    zero_lr = float(_flag_value(runner_args, "--lr", "nan")) == 0
+    rows = mask_rcnn_peer.compare_with_gluoncv(
+        settings, f"{os.path.splitext(output)[0]}-logs", machine.cpu_cores(), args.runner,
+        runner_env, training=not args.only_inference, inference=not args.only_training,
+        gluoncv_lr=0.0 if zero_lr else None)
+    return _write_report("mask-rcnn-peer", rows, command, output, model=settings.model,
+                         peer=f"gluoncv {MODEL}", task=settings.task,
+                         dtype=settings.dtype, data_backend=settings.data_backend,
+                         settings=settings.as_dict(), inference_threads=threads,
+                         ratios=mask_rcnn_peer.peer_ratios(rows),
+                         inference_includes=_inference_includes(settings),
+                         load_average_at_start=load_at_start)
+
+
+def _write_report(kind, rows, command, output, **fields):
+    """Write the report of `rows` (with the machine's description) to `output`, print its
+    table; returns the exit status."""
+    from benchmarking import machine
+    from benchmarking.report import build_report, format_report
+    from engine.files import write_json
     info = machine.machine_info()
-    report = build_report("detection-loaders", rows, info, command,
-                          device=machine.device_description(info, 0),
-                          data_root=os.path.abspath(args.data_root), batch_size=batch,
-                          image_size=height, anchors=anchors, threads=cores,
-                          mxnet_threads=threads, warmup_batches=warmup, rounds=args.epochs,
-                          round_batches=args.iterations, load_average_at_start=load_at_start)
-    output = args.output or os.path.join("runs", "detection_loaders.json")
+    fields.setdefault("device", machine.device_description(info, 0))
+    report = build_report(kind, rows, info, command, **fields)
     write_json(output, report)
     print(format_report(report))
     print(f"\nreport: {output}")
@@ -370,32 +552,56 @@ def _cores():
 def run_sweeps(args, runner_args, command, runner_env, threads):
     import mxnet as mx
     gpus = mx.context.num_gpus()
-    detection = args.task == "detection"
-    if detection:
-        problem = _check_detection_data(args, runner_args)
-        if problem:
-            print(f"benchmark.py: error: {problem}", file=sys.stderr)
-            return 2
+    args.data_backend = args.data_backend or _default_backend(args.task, gpus)
+    problem = _sweep_problem(args, runner_args)
+    if problem:
+        print(f"benchmark.py: error: {problem}", file=sys.stderr)
+        return 2
     if args.runtime == "onnxruntime":
-        if detection:
-            print("benchmark.py: error: --runtime onnxruntime times classifiers; a detector "
-                  "exports its raw outputs (python -m deploy.onnx_export) but its "
-                  "post-processing is MXNet's", file=sys.stderr)
-            return 2
         from deploy.onnx_runtime import cuda_provider_available
         gpus = int(cuda_provider_available())
-    settings = Settings(model=args.model, task=args.task,
-                        dtype=args.dtype or ("float16" if gpus else "float32"),
-                        data_backend=args.data_backend, data_root=args.data_root,
-                        image_shape=args.image_shape, iterations=args.iterations,
-                        epochs=args.epochs, warmup=args.warmup, num_examples=args.num_examples,
-                        layout=args.layout, num_classes=args.num_classes,
-                        runner_args=tuple(runner_args),
-                        detect_options=_detect_options() if detection else {},
-                        runtime=args.runtime)
+    settings = _settings(args, runner_args, gpus)
     if args.runtime == "onnxruntime":
         settings.onnx_path = _export_for_benchmark(settings, _output(args))
     return measure_and_report(args, settings, gpus, command, runner_env, threads)
+
+
+def _default_backend(task, gpus):
+    """Synthetic data, except for Mask R-CNN, which trains on real data only."""
+    if task != "instance_segmentation":
+        return "synthetic"
+    return "dali-gpu" if gpus else "dali-cpu"
+
+
+def _sweep_problem(args, runner_args, real_inference=True):
+    """What makes the sweep of `args` impossible (a usage error), or None; `real_inference`:
+    whether inference reads the data backend's data (--peer's does not)."""
+    if args.task == "classification":
+        return None
+    if args.runtime == "onnxruntime":
+        return ("--runtime onnxruntime times classifiers; a detector exports its raw outputs "
+                "(python -m deploy.onnx_export) but its post-processing is MXNet's")
+    if args.task == "instance_segmentation" and not args.only_inference and (
+            args.data_backend not in ("dali-cpu", "dali-gpu")):
+        return (f"Mask R-CNN trains on real data only: --data-backend dali-cpu or dali-gpu "
+                f"(or --only-inference for {args.data_backend} inference)")
+    if args.task == "instance_segmentation" and args.data_backend == "mxnet":
+        return "Mask R-CNN reads COCO data through DALI: --data-backend dali-cpu or dali-gpu"
+    return _check_detection_data(args, runner_args, real_inference)
+
+
+def _settings(args, runner_args, gpus):
+    """The `Settings` of a sweep (or of --peer) from the resolved flags."""
+    return Settings(model=args.model, task=args.task,
+                    dtype=args.dtype or ("float16" if gpus else "float32"),
+                    data_backend=args.data_backend, data_root=args.data_root,
+                    image_shape=args.image_shape, iterations=args.iterations,
+                    epochs=args.epochs, warmup=args.warmup, num_examples=args.num_examples,
+                    layout=args.layout, num_classes=args.num_classes,
+                    runner_args=tuple(runner_args), detect_options=_detect_options(args.task),
+                    runtime=args.runtime, min_size=getattr(args, "min_size", None),
+                    max_size=getattr(args, "max_size", None),
+                    image_hw=getattr(args, "image_hw", None))
 
 
 def run_onnx_file_sweep(args, command, threads):
@@ -412,7 +618,7 @@ def run_onnx_file_sweep(args, command, threads):
     output_shape = model.session.get_outputs()[0].shape
     settings = Settings(
         model=args.model or os.path.splitext(os.path.basename(args.onnx))[0],
-        dtype=np.dtype(model.input_dtype).name, data_backend=args.data_backend,
+        dtype=np.dtype(model.input_dtype).name, data_backend=args.data_backend or "synthetic",
         data_root=args.data_root or DEFAULT_DATA_ROOT, image_shape=model.input_shape,
         iterations=args.iterations, epochs=args.epochs, warmup=args.warmup,
         num_examples=args.num_examples, num_classes=output_shape[-1], runtime="onnxruntime",
@@ -464,10 +670,8 @@ def measure_and_report(args, settings, gpus, command, runner_env, threads):
                               ("inference", args.only_training)) if not skip]
     info = machine.machine_info()
     extra = {}
-    if settings.detection and not args.only_training:
-        extra["inference_includes"] = (
-            "post-processing included: SSDFPN.detect (box decoding, class-wise NMS; "
-            + ", ".join(f"{k} {v}" for k, v in settings.detect_options.items()) + ")")
+    if settings.task != "classification" and not args.only_training:
+        extra["inference_includes"] = _inference_includes(settings)
     if settings.runtime == "onnxruntime":
         import onnxruntime
         extra["inference_runtime"] = (
@@ -490,17 +694,29 @@ def measure_and_report(args, settings, gpus, command, runner_env, threads):
     return 130 if interrupted else 1 if report["failed"] else 0
 
 
-def _check_detection_data(args, runner_args):
-    """What a detection sweep lacks in its COCO data root, or None. Training reads the
-    training split (synthetic data too: its classes and epoch length), inference on real
-    data val2017."""
+def _inference_includes(settings):
+    """What a detector's inference latency includes, for the report."""
+    options = ", ".join(f"{k} {v}" for k, v in settings.detect_options.items())
+    if settings.instance_segmentation:
+        height, width = settings.image_hw
+        return (f"post-processing included: MaskRCNN.forward (proposals, box head, "
+                f"class-wise NMS, mask head on the detections; {options}), then paste_mask of "
+                f"every detection into its image; synthetic input {height}x{width} in "
+                f"{settings.image_shape[1]}x{settings.image_shape[2]}")
+    return f"post-processing included: SSDFPN.detect (box decoding, class-wise NMS; {options})"
+
+
+def _check_detection_data(args, runner_args, real_inference=True):
+    """What a detection or Mask R-CNN sweep lacks in its COCO data root, or None. Training
+    reads the training split (SSD's synthetic data too: its classes and epoch length),
+    inference on real data (unless not `real_inference`) val2017."""
     if not args.only_inference:
         problem = _missing_coco(args.data_root, [_flag_value(runner_args, "--train-split",
                                                              "train2017")])
         if problem:
-            return (f"detection training reads a COCO-layout --data-root, synthetic data "
-                    f"too (the classes and epoch length come from its json): {problem}")
-    if not args.only_training and args.data_backend != "synthetic":
+            return (f"training reads a COCO-layout --data-root (SSD's synthetic data too: "
+                    f"the classes and epoch length come from its json): {problem}")
+    if real_inference and not args.only_training and args.data_backend != "synthetic":
         problem = _missing_coco(args.data_root, ["val2017"])
         if problem:
             return f"detection inference on real data reads val2017: {problem}"
@@ -529,12 +745,16 @@ def _flag_value(argv, flag, default):
     return value
 
 
-def _detect_options():
-    """train.py's defaults of SSD's post-processing flags (the recipe's)."""
+def _detect_options(task):
+    """The post-processing options of `task`'s inference: train.py's defaults (the recipe's),
+    except Mask R-CNN's score threshold, 0 (`benchmarking.mask_rcnn_inference` says why);
+    none for classification."""
     from engine.options import TASK_DEFAULTS, build_parser
+    if task == "classification":
+        return {}
     parser = build_parser(add_help=False)
-    return {"score_thresh": parser.get_default("score_threshold"),
-            "nms_thresh": TASK_DEFAULTS["detection"]["nms_threshold"],
+    score = 0.0 if task == "instance_segmentation" else parser.get_default("score_threshold")
+    return {"score_thresh": score, "nms_thresh": TASK_DEFAULTS[task]["nms_threshold"],
             "max_detections": parser.get_default("max_detections")}
 
 
@@ -556,6 +776,11 @@ def _sweep_cases(args, settings, gpus, log_dir, runner_env):
 
 def _default_batches(mode, settings, gpus):
     """The batch sizes swept when -b is not given, by mode, task and device."""
+    if settings.instance_segmentation:
+        if mode == "training":
+            return (MASK_RCNN_TRAINING_BATCHES_GPU[settings.dtype] if gpus
+                    else MASK_RCNN_TRAINING_BATCHES_CPU)
+        return MASK_RCNN_INFERENCE_BATCHES_GPU if gpus else MASK_RCNN_INFERENCE_BATCHES_CPU
     detection = settings.detection
     if mode == "training":
         if gpus:

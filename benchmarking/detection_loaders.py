@@ -38,7 +38,7 @@ import tempfile
 
 import numpy as np
 
-from benchmarking.loaders import LoaderSkipped, time_in_turns
+from benchmarking.loaders import LoaderSkipped, prepared_start, time_in_turns
 from benchmarking.stats import ratio
 from data.streams import endless
 
@@ -59,10 +59,11 @@ def center_anchors(anchors):
     return np.concatenate([centres, anchors[:, 2:] - anchors[:, :2]], axis=1)[None]
 
 
-def gluoncv_dataset(data_root, split=TRAIN_SPLIT):
-    """gluoncv's ``COCODetection`` over a COCO-layout folder with any categories.
+def gluoncv_dataset(data_root, split=TRAIN_SPLIT, kind="COCODetection"):
+    """gluoncv's ``COCODetection`` (SSD: boxes) or ``COCOInstance`` (Mask R-CNN: boxes and
+    polygons) over a COCO-layout folder with any categories.
 
-    gluoncv's class insists on COCO's 80 category names and finds images through their
+    gluoncv's classes insist on COCO's 80 category names and find images through their
     ``coco_url``; this subclass takes the json's own categories (in the file's order, as
     gluoncv numbers them) and finds images by ``file_name`` in the split's folder.
 
@@ -72,7 +73,7 @@ def gluoncv_dataset(data_root, split=TRAIN_SPLIT):
         When gluoncv cannot be imported here.
     """
     try:
-        from gluoncv.data import COCODetection
+        from gluoncv import data as gluoncv_data
     except Exception as error:  # ImportError, or gluoncv refusing a torch >= 2 next to it
         raise LoaderSkipped(f"gluoncv is not importable here ({error})") from None
     import json
@@ -81,15 +82,35 @@ def gluoncv_dataset(data_root, split=TRAIN_SPLIT):
     source, image_dir = coco_split_paths(data_root, split)
     with open(source) as f:
         names = [str(c.get("name", c["id"])) for c in json.load(f)["categories"]]
+    base = getattr(gluoncv_data, kind)
 
-    class FolderCOCODetection(COCODetection):
+    class FolderDataset(base):
         CLASSES = names
 
-        def _parse_image_path(self, entry):
+        def _parse_image_path(self, entry):  # COCODetection's hook
             return os.path.join(image_dir, entry["file_name"])
 
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress lines
-        return FolderCOCODetection(root=data_root, splits=[f"instances_{split}"])
+    urls = _coco_urls(split) if kind == "COCOInstance" else contextlib.nullcontext()
+    with urls, contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress lines
+        return FolderDataset(root=data_root, splits=[f"instances_{split}"])
+
+
+@contextlib.contextmanager
+def _coco_urls(split):
+    """While gluoncv's ``COCOInstance`` reads its json, every image has the ``coco_url``
+    ``<split>/<file_name>``: that class builds image paths from the url's last two parts
+    (the root, then those), which COCO's own json has and a COCO-layout folder's need not."""
+    from pycocotools.coco import COCO
+    original = COCO.loadImgs
+
+    def with_urls(coco, ids=()):
+        return [dict(entry, coco_url=f"{split}/{entry['file_name']}")
+                for entry in original(coco, ids)]
+    COCO.loadImgs = with_urls
+    try:
+        yield
+    finally:
+        COCO.loadImgs = original
 
 
 def gluoncv_batches(dataset, batch_size, anchors, image_size, workers):
@@ -203,13 +224,9 @@ def compare_detection_loaders(data_root, batch_size, image_size, threads, warmup
 def _gluoncv_start(data_root, batch_size, anchors, image_size, workers):
     """The gluoncv loader's start function; its dataset (pycocotools' index of the json) is
     made once, outside the timed turns, as the DALI side's normalised json is."""
-    try:
-        dataset = gluoncv_dataset(data_root)
-    except LoaderSkipped as why:
-        def skipped(reason=str(why)):
-            raise LoaderSkipped(reason)
-        return skipped
-    return lambda: gluoncv_batches(dataset, batch_size, anchors, image_size, workers)
+    return prepared_start(lambda: gluoncv_dataset(data_root),
+                          lambda dataset: gluoncv_batches(dataset, batch_size, anchors,
+                                                          image_size, workers))
 
 
 def add_gluoncv_ratios(rows):

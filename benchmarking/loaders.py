@@ -305,6 +305,19 @@ def time_in_turns(starts, batch_size, warmup_batches, round_batches, rounds, on_
     return rows
 
 
+def prepared_start(prepare, start):
+    """A loader's start function for `time_in_turns` whose set-up runs now, outside the timed
+    turns: `prepare()` (a data set's index, a network's anchors ...), then ``start(what it
+    returned)`` at each turn. A `LoaderSkipped` of `prepare` is raised again at the start."""
+    try:
+        prepared = prepare()
+    except LoaderSkipped as why:
+        def skipped(reason=str(why)):
+            raise LoaderSkipped(reason)
+        return skipped
+    return lambda: start(prepared)
+
+
 def _ceiling_row(data_root, batch_size, threads):
     row = {"mode": "loader", "loader": "decode-ceiling", "batch_size": batch_size}
     try:

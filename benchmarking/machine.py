@@ -11,7 +11,7 @@ import subprocess
 # Report key -> prefixes of the distribution names that provide it (CUDA builds of MXNet
 # are called mxnet-cu112 and so on, DALI wheels nvidia-dali-cuda120 ...).
 _PACKAGES = {"mxnet": ("mxnet",), "nvidia-dali": ("nvidia-dali",), "horovod": ("horovod",),
-             "numpy": ("numpy",), "opencv": ("opencv-python",),
+             "numpy": ("numpy",), "opencv": ("opencv-python",), "gluoncv": ("gluoncv",),
              # The GPU build first: where both are installed it is the one imported here.
              "onnxruntime": ("onnxruntime-gpu", "onnxruntime")}
 

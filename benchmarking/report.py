@@ -3,8 +3,9 @@
 A report is one JSON object::
 
     {"schema_version": 1, "kind": "training+inference" | "training" | "inference" | "loaders"
-     | "detection-loaders", "created", "command", "model", "task", "dtype", "device",
-     "machine": {...}, "settings": {...}, "results": [row, ...], "failed": count}
+     | "detection-loaders" | "mask-rcnn-loaders" | "mask-rcnn-peer", "created", "command",
+     "model", "task", "dtype", "device", "machine": {...}, "settings": {...},
+     "results": [row, ...], "failed": count}
 
 and every row has ``mode`` ("training", "inference" or "loader"), ``batch_size``, ``status``
 ("ok", "failed", "skipped") and, when ok, ``img_per_s``; training rows add ``workers``,
@@ -12,7 +13,11 @@ and every row has ``mode`` ("training", "inference" or "loader"), ``batch_size``
 ``latency_ms`` {mean, p50, p90, p95, p99} (a detector's with its post-processing, which
 ``inference_includes`` names; ``inference_runtime`` names ONNX Runtime and its provider
 when it ran them, MXNet otherwise); loader rows add ``loader``, ``ratio_to_recorditer`` and
-``share_of_decode_ceiling`` (classification) or ``ratio_to_gluoncv`` (detection).
+``share_of_decode_ceiling`` (classification) or ``ratio_to_gluoncv`` (detection, Mask
+R-CNN). Mask R-CNN inference rows add ``detections_per_image`` (masks pasted). A
+"mask-rcnn-peer" report has training and inference rows with ``implementation`` ("project"
+or "gluoncv"), training rows ``data_wait_share``, and ``ratios`` at the top level
+(`benchmarking.mask_rcnn_peer.peer_ratios`).
 """
 import datetime
 import json
@@ -75,6 +80,9 @@ def format_report(report):
     if report.get("machine"):
         parts.append(describe(report["machine"]))
     rows = report["results"]
+    if report.get("kind") == "mask-rcnn-peer":
+        parts.append(_format_peer(rows, report))
+        return "\n".join(parts)
     ok = [r for r in rows if r.get("status") == "ok"]
     training = [r for r in ok if r["mode"] == "training"]
     if training:
@@ -97,7 +105,7 @@ def format_report(report):
                                    [r["latency_ms"][f"p{q}"] for q in PERCENTILES] +
                                    [_percent(r.get("cpu_share"))] for r in inference]))
     loaders = [r for r in rows if r["mode"] == "loader"]
-    if loaders and report.get("kind") == "detection-loaders":
+    if loaders and report.get("kind") in ("detection-loaders", "mask-rcnn-loaders"):
         parts.append(_format_detection_loaders(loaders, report))
     elif loaders:
         parts.append(_format_loaders(loaders))
@@ -127,29 +135,61 @@ def _format_loaders(rows):
 
 
 def _format_detection_loaders(rows, report):
-    from benchmarking.detection_loaders import DESCRIPTIONS
+    mask_rcnn = report.get("kind") == "mask-rcnn-loaders"
+    if mask_rcnn:
+        from benchmarking.mask_rcnn_loaders import DESCRIPTIONS
+        what = (f"Mask R-CNN training data alone (images, boxes, masks or polygons, RPN "
+                f"targets), batch {rows[0]['batch_size']}, shorter side "
+                f"{report.get('min_size', '?')}, longer at most {report.get('max_size', '?')}")
+    else:
+        from benchmarking.detection_loaders import DESCRIPTIONS
+        size = report.get("image_size", "?")
+        what = (f"SSD training data alone (images, boxes and targets of "
+                f"{report.get('anchors', '?')} anchors), batch {rows[0]['batch_size']}, "
+                f"{size}x{size}")
     table = format_table(
         ["loader", "what", "img/s", "x gluoncv", "note"],
         [[r["loader"], DESCRIPTIONS.get(r["loader"], ""), r.get("img_per_s"),
           r.get("ratio_to_gluoncv"), r.get("note") or f"{r['status']}: {r.get('error', '')}"]
          for r in rows])
-    size = report.get("image_size", "?")
-    return (f"\nSSD training data alone (images, boxes and targets of {report.get('anchors', '?')} "
-            f"anchors), batch {rows[0]['batch_size']}, {size}x{size}, same images and cores\n"
-            f"{table}")
+    return f"\n{what}, same images and cores\n{table}"
+
+
+def _format_peer(rows, report):
+    """The --peer table: both implementations per mode, then the ratios."""
+    table = format_table(
+        ["mode", "implementation", "img/s", "ms/iter or p50", "data wait", "p99 ms",
+         "detections", "status"],
+        [[r["mode"], r["implementation"], r.get("img_per_s"),
+          r.get("iter_ms", (r.get("latency_ms") or {}).get("p50")),
+          _share(r.get("data_wait_share")), (r.get("latency_ms") or {}).get("p99"),
+          r.get("detections_per_image"),
+          r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('error', '')}"]
+         for r in rows])
+    ratios = ", ".join(f"{name} {value:.2f}x" for name, value in
+                       (report.get("ratios") or {}).items() if value is not None)
+    return (f"\n{report.get('model')} against {report.get('peer')}, batch 1, same images, "
+            f"sizes and cores; data wait: its share of the iteration time\n{table}\n"
+            f"project over gluoncv (above 1: the project is faster): {ratios or '-'}")
 
 
 def _percent(value):
     return None if value is None else f"{100 * value:.0f}%"
 
 
+def _share(value):
+    return None if value is None else f"{100 * value:.2f}%"
+
+
 def case_name(row):
-    """"training n=2 b=32", "inference b=8", "loader dali-cpu b=64"."""
+    """"training n=2 b=32", "inference b=8", "loader dali-cpu b=64" ("training gluoncv n=1
+    b=1" for a row with an ``implementation``)."""
     if row["mode"] == "loader":
         return f"loader {row['loader']} b={row['batch_size']}"
+    side = f" {row['implementation']}" if row.get("implementation") else ""
     if row["mode"] == "inference":
-        return f"inference b={row['batch_size']}"
-    return f"training n={row['workers']} b={row['batch_size']}"
+        return f"inference{side} b={row['batch_size']}"
+    return f"training{side} n={row['workers']} b={row['batch_size']}"
 
 
 # ------------------------------------------------------------------------------ comparison

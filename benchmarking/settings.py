@@ -14,7 +14,8 @@ class Settings:
     model : str
         A name of the models registry (``resnet50_v1.5``, ``ssd320_resnet50_fpn`` ...).
     task : str
-        The model's task: "classification" or "detection" (`models.model_task`).
+        The model's task: "classification", "detection" or "instance_segmentation"
+        (`models.model_task`).
     dtype : str
         "float32" or "float16" (GPU only).
     data_backend : str
@@ -24,7 +25,9 @@ class Settings:
         real data). Detection: a COCO-layout folder (training reads train2017, inference on
         real data val2017; synthetic training takes the classes and epoch length from it).
     image_shape : tuple of int
-        Network input (C, H, W).
+        Network input (C, H, W). Mask R-CNN: the input of synthetic inference (padded to a
+        multiple of 32); its training and real-data inference resize by `min_size` and
+        `max_size`.
     iterations : int
         Iterations (batches) per epoch.
     epochs : int
@@ -44,6 +47,11 @@ class Settings:
     detect_options : dict
         Keyword arguments of `models.ssd.SSDFPN.detect` for detection inference (score and
         NMS thresholds, detections kept); empty: its defaults. benchmark.py passes train.py's.
+    min_size, max_size : int or None
+        Mask R-CNN: the recipe's resize (shorter side, longest allowed longer side), given to
+        train.py as --min-size / --max-size and to the evaluation pipeline for inference.
+    image_hw : tuple of int or None
+        Mask R-CNN synthetic inference: the image's (height, width) inside `image_shape`.
     runtime : str
         What runs inference: "mxnet" (the network of the registry, built here) or
         "onnxruntime" (the exported file `onnx_path`).
@@ -67,6 +75,9 @@ class Settings:
     detect_options: dict = field(default_factory=dict)
     runtime: str = "mxnet"
     onnx_path: str = None
+    min_size: int = None
+    max_size: int = None
+    image_hw: tuple = None
 
     def epoch_iterations(self, global_batch):
         """Iterations in one epoch for `global_batch` samples per iteration (0: too few
@@ -80,6 +91,10 @@ class Settings:
         return self.task == "detection"
 
     @property
+    def instance_segmentation(self):
+        return self.task == "instance_segmentation"
+
+    @property
     def real_data(self):
         return self.data_backend != "synthetic"
 
@@ -87,4 +102,6 @@ class Settings:
         values = asdict(self)
         values["image_shape"] = list(self.image_shape)
         values["runner_args"] = list(self.runner_args)
+        if self.image_hw is not None:
+            values["image_hw"] = list(self.image_hw)
         return values

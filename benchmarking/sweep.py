@@ -50,23 +50,27 @@ def training_sweep(settings, workers_list, batch_sizes, log_dir, runner=RUNNER,
             yield _skip(out, row, f"batch {out_of_memory_at[workers]} ran out of memory")
             continue
         log_path = os.path.join(log_dir, f"train-n{workers}-b{batch}.log")
-
-        def echo(line):
-            if verbose:
-                say(out, "    " + line)
-            elif match := _EPOCH_DONE.search(line):
-                say(out, "    " + match.group(0))
-
         start = time.perf_counter()
         try:
             row.update(status="ok", **run_training_case(settings, workers, batch, log_path,
-                                                        runner, echo, env))
+                                                        runner, run_echo(out, verbose), env))
         except CaseFailed as error:
             row.update(status="failed", error=str(error), log=log_path)
             if is_out_of_memory(str(error)):
                 out_of_memory_at[workers] = batch
-        _report_case(out, row, time.perf_counter() - start)
+        report_case(out, row, time.perf_counter() - start)
         yield row
+
+
+def run_echo(out, verbose=False):
+    """The output callback of a training run: every line (`verbose`), or its epoch
+    summaries."""
+    def echo(line):
+        if verbose:
+            say(out, "    " + line)
+        elif match := _EPOCH_DONE.search(line):
+            say(out, "    " + match.group(0))
+    return echo
 
 
 def inference_sweep(settings, batch_sizes, out=sys.stderr):
@@ -81,6 +85,8 @@ def inference_sweep(settings, batch_sizes, out=sys.stderr):
     from benchmarking.timing import is_out_of_memory
     if settings.runtime == "onnxruntime":
         from benchmarking import onnx_inference as runtime  # no MXNet import
+    elif settings.instance_segmentation:
+        from benchmarking import mask_rcnn_inference as runtime
     else:
         from benchmarking import inference as runtime
     device = str(runtime.inference_context())
@@ -104,7 +110,7 @@ def inference_sweep(settings, batch_sizes, out=sys.stderr):
             row.update(status="failed", error=one_line(error))
             if is_out_of_memory(error):
                 out_of_memory_at = batch
-        _report_case(out, row, time.perf_counter() - start)
+        report_case(out, row, time.perf_counter() - start)
         yield row
 
 
@@ -128,7 +134,8 @@ def _skip(out, row, why):
     return row
 
 
-def _report_case(out, row, seconds):
+def report_case(out, row, seconds):
+    """Print a case's result (or its failure) and the seconds it took."""
     if row["status"] != "ok":
         say(out, f"    -> FAILED: {row['error']}")
         return

@@ -40,17 +40,21 @@ def runner_command(settings, workers, batch_size, workspace, runner=RUNNER):
     global_batch = workers * batch_size
     iterations = settings.epoch_iterations(global_batch)
     epochs = settings.warmup + settings.epochs
+    # Mask R-CNN resizes each image by its recipe instead of taking one input shape.
+    size = (["--min-size", str(settings.min_size), "--max-size", str(settings.max_size)]
+            if settings.instance_segmentation else
+            ["--image-shape", ",".join(str(v) for v in settings.image_shape)])
     command = [sys.executable, runner, "-n", str(workers), "-b", str(batch_size),
                "--dtype", settings.dtype, "--mode", "train",
                "--data-backend", settings.data_backend, "--data-root", settings.data_root,
-               "--image-shape", ",".join(str(v) for v in settings.image_shape),
-               "--workspace", workspace,
+               *size, "--workspace", workspace,
                # train.py flags, passed on by the runner:
                "--arch", settings.model, "--layout", settings.layout,
                "--save-frequency", "0", "--progress", "off", "--log-interval", str(iterations)]
-    if settings.detection:
-        # Detection's recipe is step-based (train.py's task defaults): epochs of I steps,
-        # whatever the size of the data set; the classes come from the COCO json.
+    if settings.task != "classification":
+        # Detection's and Mask R-CNN's recipes are step-based (train.py's task defaults):
+        # epochs of I steps, whatever the size of the data set; the classes come from the
+        # COCO json.
         command += ["--num-steps", str(epochs * iterations), "--epoch-steps", str(iterations)]
     else:
         command += ["--num-epochs", str(epochs), "--num-examples", str(iterations * global_batch),

@@ -5,7 +5,7 @@ Usage::
     python -m data.demo classification --out DIR [--num-classes 10] [--train-per-class 200]
                                        [--val-per-class 30] [--size 80] [--seed 0] [--force]
     python -m data.demo detection --out DIR [--train-images 256] [--val-images 64]
-                                  [--size 320] [--seed 0] [--force]
+                                  [--size 320 | --size 320x240] [--seed 0] [--force]
 
 Classification: ``DIR/{train,val}/<NN_name>/<i>.jpg``, 10 classes (6 shapes, 4 textures)
 that differ by shape or texture only. Each image's mean colour is drawn from one
@@ -17,8 +17,9 @@ lighting ramps, blotches, noise and JPEG compression are drawn the same way for 
 defaults (200 + 30 images per class, 80x80) train a ResNet-18 at 64x64 under
 random-resized-crop to >= 99% val top-1 in 15 epochs (see ``_SHAPE_RADII`` below).
 
-Detection: ``DIR/{train2017,val2017}/<id>.jpg`` and ``DIR/annotations/instances_*.json``
-with exact polygon masks (vertices on a 1/16-pixel grid, drawn as given; circles are
+Detection: ``DIR/{train2017,val2017}/<id>.jpg`` and ``DIR/annotations/instances_*.json``,
+square images or ``WIDTHxHEIGHT`` ones (e.g. 320x240, COCO's 4:3 landscape shape), with exact
+polygon masks (vertices on a 1/16-pixel grid, drawn as given; circles are
 64-gons), boxes equal to the polygon extent, areas equal to the polygon areas. Objects may
 overlap; an object is never more than 25% hidden by later ones, and its polygon is the whole
 (amodal) shape.
@@ -187,14 +188,16 @@ def _mean_and_contrast(rng):
             return mean, (contrast if _POLARITY == 0 or luma > 0 else -contrast)
 
 
-def _finish(img, size, rng, light=None, blotch=None):
+def _finish(img, rng, light=None, blotch=None):
     """Add zero-mean lighting, blotches, noise and a little blur; return uint8."""
     light = _LIGHT if light is None else light
     blotch = _BLOTCH if blotch is None else blotch
-    g = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
+    height, width = img.shape[:2]
+    gx = (np.arange(width, dtype=np.float32) + 0.5) / width - 0.5
+    gy = (np.arange(height, dtype=np.float32) + 0.5) / height - 0.5
     t = rng.uniform(0, 2 * np.pi)
-    ramp = (g[None, :] * np.cos(t) + g[:, None] * np.sin(t)) * rng.uniform(0, light)
-    field = cv2.resize(rng.standard_normal((4, 4)).astype(np.float32), (size, size),
+    ramp = (gx[None, :] * np.cos(t) + gy[:, None] * np.sin(t)) * rng.uniform(0, light)
+    field = cv2.resize(rng.standard_normal((4, 4)).astype(np.float32), (width, height),
                        interpolation=cv2.INTER_CUBIC)
     field = (field - field.mean()) * rng.uniform(0, blotch)
     img = img + (ramp + field)[..., None]
@@ -222,7 +225,7 @@ def render_classification_image(class_index, size, rng):
         mask = _shape_mask(kind, size, rng)
     mean, contrast = _mean_and_contrast(rng)
     img = mean.astype(np.float32) + (mask - mask.mean())[..., None] * contrast.astype(np.float32)
-    return _finish(img, size, rng)
+    return _finish(img, rng)
 
 
 def _classification_jobs(num_classes, train_per_class, val_per_class, seed):
@@ -291,23 +294,29 @@ def _quantize(points):
 def render_detection_image(size, rng, max_objects=6, max_hidden=0.25):
     """Render one detection image and its objects.
 
+    Parameters
+    ----------
+    size : int or (int, int)
+        The side of a square image, or (width, height).
+
     Returns
     -------
     (numpy.ndarray, list of dict)
         BGR uint8 image and, in drawing order, ``{'category': name, 'polygon': (N, 2)}``.
     """
+    width, height = (size, size) if np.isscalar(size) else size
     bg_mean = rng.uniform(40, 215, 3)
-    img = np.empty((size, size, 3), np.float32)
+    img = np.empty((height, width, 3), np.float32)
     img[:] = bg_mean
     objects = []
     for slot in range(int(rng.integers(1, max_objects + 1))):
         for _ in range(1000 if slot == 0 else 30):
             kind = DETECTION_CATEGORIES[int(rng.integers(len(DETECTION_CATEGORIES)))]
-            radius = float(np.exp(rng.uniform(np.log(10), np.log(size * 0.28))))
+            radius = float(np.exp(rng.uniform(np.log(10), np.log(min(width, height) * 0.28))))
             poly = _polygon(kind, radius, rng)
             lo, hi = poly.min(0), poly.max(0)
-            poly = _quantize(rng.uniform(-lo + 1, size - hi - 1) + poly)
-            cover, box = _cover(poly, size)
+            poly = _quantize(rng.uniform(-lo + 1, np.array([width, height]) - hi - 1) + poly)
+            cover, box = _cover(poly, width, height)
             new = cover > 0.5
             colour = rng.uniform(0, 255, 3)
             if not new.any() or np.linalg.norm(colour - bg_mean) < 80:
@@ -325,19 +334,19 @@ def render_detection_image(size, rng, max_objects=6, max_hidden=0.25):
                 for o in objects:
                     o['hidden'] += int((o['visible'][box] & new).sum())
                     o['visible'][box] &= ~new
-                full = np.zeros((size, size), bool)
+                full = np.zeros((height, width), bool)
                 full[box] = new
                 objects.append(dict(category=kind, polygon=poly, colour=colour, mask=full,
                                     visible=full.copy(), pixels=int(new.sum()), hidden=0))
                 break
-    return _finish(img, size, rng, light=50.0, blotch=20.0), [
+    return _finish(img, rng, light=50.0, blotch=20.0), [
         dict(category=o['category'], polygon=o['polygon']) for o in objects]
 
 
-def _cover(poly, size):
+def _cover(poly, width, height):
     """Anti-aliased coverage of a polygon inside its pixel box: (float32 array, box slices)."""
     (x0, y0), (x1, y1) = np.floor(poly.min(0)) - 1, np.ceil(poly.max(0)) + 1
-    x0, y0, x1, y1 = int(max(x0, 0)), int(max(y0, 0)), int(min(x1, size)), int(min(y1, size))
+    x0, y0, x1, y1 = int(max(x0, 0)), int(max(y0, 0)), int(min(x1, width)), int(min(y1, height))
     canvas = np.zeros(((y1 - y0) * _SUPERSAMPLE, (x1 - x0) * _SUPERSAMPLE), np.uint8)
     _fill(canvas, poly, 1, origin=(x0, y0))
     return _downsample(canvas), (slice(y0, y1), slice(x0, x1))
@@ -363,8 +372,8 @@ def make_detection(out, train_images=256, val_images=64, size=320, seed=0, quali
         Output folder (created atomically).
     train_images, val_images : int
         Images per split; image ids are 1.. for train and 1000001.. for val.
-    size : int
-        Image side in pixels (at least 64).
+    size : int or (int, int)
+        Image side in pixels, or (width, height); each at least 64.
     seed, quality, force, progress
         As in :func:`make_classification`.
 
@@ -373,11 +382,14 @@ def make_detection(out, train_images=256, val_images=64, size=320, seed=0, quali
     dict
         The manifest written to ``out/demo.json``.
     """
-    if size < 64 or train_images < 1 or val_images < 0 or not 1 <= quality <= 100:
+    width, height = (size, size) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    if min(width, height) < 64 or train_images < 1 or val_images < 0 or not 1 <= quality <= 100:
         raise DemoError('need --size >= 64, --train-images >= 1, --val-images >= 0 and '
                         '--quality within 1..100')
+    # A square set keeps its old parameters (and so its manifest) unchanged.
+    shape = width if width == height else [width, height]
     params = dict(kind='detection', train_images=train_images, val_images=val_images,
-                  size=size, seed=seed, quality=quality, version=GENERATOR_VERSION)
+                  size=shape, seed=seed, quality=quality, version=GENERATOR_VERSION)
     categories = [dict(id=i + 1, name=n, supercategory='shape')
                   for i, n in enumerate(DETECTION_CATEGORIES)]
 
@@ -391,10 +403,10 @@ def make_detection(out, train_images=256, val_images=64, size=320, seed=0, quali
             for i in range(count):
                 image_id = first_id + i
                 rng = np.random.default_rng((seed, 1, code, i))
-                img, objects = render_detection_image(size, rng)
+                img, objects = render_detection_image((width, height), rng)
                 name = '%012d.jpg' % image_id
                 _write_jpeg(os.path.join(tmp, split, name), img, quality)
-                images.append(dict(id=image_id, file_name=name, height=size, width=size))
+                images.append(dict(id=image_id, file_name=name, height=height, width=width))
                 for o in objects:
                     cat = DETECTION_CATEGORIES.index(o['category']) + 1
                     anns.append(_annotation(o['polygon'], cat, image_id, len(anns) + 1))
@@ -507,7 +519,8 @@ def parse_args(argv=None):
     d.add_argument('--train-images', type=int, default=256, help='train images '
                    '(default: %(default)s)')
     d.add_argument('--val-images', type=int, default=64, help='val images (default: %(default)s)')
-    d.add_argument('--size', type=int, default=320, help='image side in pixels '
+    d.add_argument('--size', type=_detection_size, default=320, metavar='S|WxH',
+                   help='image side in pixels, or WIDTHxHEIGHT, e.g. 320x240 '
                    '(default: %(default)s)')
     for p in (c, d):
         p.add_argument('--out', required=True, help='output folder (written atomically)')
@@ -519,6 +532,22 @@ def parse_args(argv=None):
         p.add_argument('--no-progress', dest='progress', action='store_false',
                        help='no progress bar')
     return parser.parse_args(argv)
+
+
+def _detection_size(text):
+    """--size of a detection set: "320" (square) or "320x240" (width x height)."""
+    try:
+        sides = [int(v) for v in text.lower().split('x')]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2):
+        raise argparse.ArgumentTypeError('expected a side or WIDTHxHEIGHT, e.g. 320 or 320x240, '
+                                         'got %r' % text)
+    return sides[0] if len(sides) == 1 else tuple(sides)
+
+
+def _shown_size(size):
+    return '%dx%d' % ((size, size) if np.isscalar(size) else tuple(size))
 
 
 def main(argv=None):
@@ -533,9 +562,9 @@ def main(argv=None):
                 args.num_classes, m['images']['train'], m['images']['val'], args.size, args.size)
         else:
             m = make_detection(args.out, args.train_images, args.val_images, args.size, **common)
-            what = '%d train + %d val images of %dx%d, %d + %d objects' % (
-                m['images']['train2017']['images'], m['images']['val2017']['images'], args.size,
-                args.size, m['images']['train2017']['annotations'],
+            what = '%d train + %d val images of %s, %d + %d objects' % (
+                m['images']['train2017']['images'], m['images']['val2017']['images'],
+                _shown_size(args.size), m['images']['train2017']['annotations'],
                 m['images']['val2017']['annotations'])
     except DemoError as exc:
         print('demo: error: %s' % exc, file=sys.stderr)

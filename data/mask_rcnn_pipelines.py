@@ -38,8 +38,11 @@ are cut; `polygon_rows` also drops the polygons of cut objects and those whose v
 cut, and counts them. Boxes, labels, polygons, vertices and sizes stay on the CPU for both
 decoder devices; images are on the GPU with ``"mixed"``.
 """
+import math
+
 import numpy as np
 from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.data_node import DataNode
 import nvidia.dali.math as dmath
 
 from data.coco_pipelines import _fixed_rows, _read_coco
@@ -58,9 +61,11 @@ MAX_VERTICES = 8192
 def resized_hw(height, width, min_size, max_size):
     """The recipe's resized (height, width) of a height x width image: shorter side
     `min_size`, longer side at most `max_size`, aspect kept, rounded to whole pixels. Works
-    on DALI nodes (inside a pipeline) and on numbers alike."""
-    scale = dmath.min(min_size / dmath.min(height, width), max_size / dmath.max(height, width))
-    return dmath.floor(height * scale + 0.5), dmath.floor(width * scale + 0.5)
+    on DALI nodes (inside a pipeline) and on numbers alike (DALI's math needs a node)."""
+    nodes = any(isinstance(v, DataNode) for v in (height, width, min_size, max_size))
+    low, high, floor = (dmath.min, dmath.max, dmath.floor) if nodes else (min, max, math.floor)
+    scale = low(min_size / low(height, width), max_size / high(height, width))
+    return floor(height * scale + 0.5), floor(width * scale + 0.5)
 
 
 def _decode_and_resize(encoded, min_size, max_size, decoder_device, hw_decoder_load):

@@ -287,15 +287,21 @@ class MaskRCNN(Block):
         return _on(im_hw, images.context, "float32")
 
     def _ground_truth(self, gt_boxes, gt_labels, ctx):
-        """(objects, crowd regions or None, labels) on `ctx` from the batch's rows."""
-        boxes = _numpy(gt_boxes).astype(np.float32)
-        labels = _numpy(gt_labels).astype(np.float32)
-        objects, crowd = crowd_rows(boxes, labels, self.crowd_label)
-        # Any row whose label is not an object class (padding, crowd) is not an object.
-        is_object = (labels >= 1) & (labels <= self.classes)
-        objects = np.where(is_object[..., None], objects, np.float32(-1))
-        return (mx.nd.array(objects, ctx), None if crowd is None else mx.nd.array(crowd, ctx),
-                mx.nd.array(labels, ctx))
+        return ground_truth(gt_boxes, gt_labels, self.classes, self.crowd_label, ctx)
+
+
+def ground_truth(gt_boxes, gt_labels, classes, crowd_label, ctx):
+    """(objects, crowd regions or None, labels) on `ctx` from a batch's box and label rows
+    (see the module docstring), as the targets take them: object rows keep their boxes and
+    every other row (crowd, padding) is -1; crowd regions come apart (`crowd_rows`)."""
+    boxes = _numpy(gt_boxes).astype(np.float32)
+    labels = _numpy(gt_labels).astype(np.float32)
+    objects, crowd = crowd_rows(boxes, labels, crowd_label)
+    # Any row whose label is not an object class (padding, crowd) is not an object.
+    is_object = (labels >= 1) & (labels <= classes)
+    objects = np.where(is_object[..., None], objects, np.float32(-1))
+    return (mx.nd.array(objects, ctx), None if crowd is None else mx.nd.array(crowd, ctx),
+            mx.nd.array(labels, ctx))
 
 
 def active_rows(flags, multiple=16):

@@ -255,3 +255,29 @@ def test_detection_is_deterministic_and_cli_reports(detection_set, tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith('demo: wrote detection set to %s' % (tmp_path / 'cli'))
     assert '--train-images' in run_cli('detection', '--help').stdout
+
+
+def test_a_non_square_detection_set_has_its_width_and_height(tmp_path):
+    from pycocotools.coco import COCO
+    out = tmp_path / 'wide'
+    res = run_cli('detection', '--out', out, '--train-images', 6, '--val-images', 1,
+                  '--size', '320x240', '--no-progress')
+    assert res.returncode == 0, res.stderr
+    assert 'images of 320x240' in res.stdout
+    assert json.load(open(out / 'demo.json'))['params']['size'] == [320, 240]
+    coco = COCO(str(out / 'annotations' / 'instances_train2017.json'))
+    for info in coco.loadImgs(coco.getImgIds()):
+        img = cv2.imread(str(out / 'train2017' / info['file_name'])).astype(np.float32)
+        assert img.shape == (info['height'], info['width'], 3) == (240, 320, 3)
+        anns = sorted(coco.loadAnns(coco.getAnnIds(imgIds=info['id'])), key=lambda a: a['id'])
+        masks = [coco.annToMask(a).astype(bool) for a in anns]
+        for i, (ann, mask) in enumerate(zip(anns, masks)):
+            x, y, w, h = ann['bbox']
+            assert 0 <= x and x + w <= 320 and 0 <= y and y + h <= 240
+            later = np.zeros_like(mask)
+            for m in masks[i + 1:]:
+                later |= m
+            check_drawn_object(img, mask & ~later, masks, ann['id'])
+    assert 'WIDTHxHEIGHT' in run_cli('detection', '--help').stdout
+    bad = run_cli('detection', '--out', tmp_path / 'bad', '--size', '320x240x3')
+    assert bad.returncode == 2 and 'WIDTHxHEIGHT' in bad.stderr
