@@ -1,5 +1,8 @@
-"""What the DALI harnesses of device/ share: host copies of outputs, comparing images, and
-timing pipelines in turns. Needs DALI only (no MXNet, no PyTorch), so it runs on CPU machines too."""
+"""What the DALI harnesses of device/ share: host copies of outputs, comparing images,
+timing pipelines in turns, and recording checks and results. Needs DALI only (no MXNet, no
+PyTorch), so it runs on CPU machines too."""
+import json
+import os
 import time
 
 import numpy as np
@@ -79,3 +82,20 @@ def images_close(stats):
     """Whether `image_diff` statistics are within decoding differences."""
     # nvJPEG's IDCT and upsampling differ from libjpeg-turbo's by about a grey level (0.017).
     return stats["mean_abs_diff"] < 0.02 and stats["p99_9"] < 0.2
+
+
+def record_check(results, name, passed, detail):
+    """Keep a check in ``results["checks"]`` and print its CHECK line."""
+    results["checks"][name] = {"passed": passed, **detail}
+    print(f"CHECK {name}: {'PASS' if passed else 'FAIL'} {json.dumps(detail)}", flush=True)
+
+
+def write_results(results, out):
+    """Write ``results.json`` to `out` and print the SUMMARY line; returns the harness's exit
+    status (1 when a check failed)."""
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    failed = sum(not c["passed"] for c in results["checks"].values())
+    print(f"SUMMARY: {len(results['checks']) - failed} of {len(results['checks'])} checks "
+          f"passed")
+    return 1 if failed else 0

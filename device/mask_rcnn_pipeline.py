@@ -22,7 +22,6 @@ Prints a CHECK line per check, a THROUGHPUT line per turn and a table; writes re
 itself (the harness's own test, tests/device).
 """
 import argparse
-import json
 import os
 import sys
 
@@ -31,7 +30,8 @@ import numpy as np
 from benchmarking.machine import describe, machine_info
 from data.coco import prepare_coco
 from data.mask_rcnn_pipelines import MAX_POLYGONS, MAX_VERTICES, mask_rcnn_train_pipeline
-from device.dali_common import host_array, image_diff, images_close, time_in_turns
+from device.dali_common import (host_array, image_diff, images_close, record_check,
+                                 time_in_turns, write_results)
 from device.ssd_pipeline import SPLIT, make_coco
 
 # What data.coco_loaders builds for training (MaskRCNNLoaderConfig and train.py's defaults).
@@ -151,8 +151,7 @@ def main(argv=None):
     shape = (args.batch_size, args.threads, args.min_size, args.max_size)
 
     def check(name, passed, detail):
-        results["checks"][name] = {"passed": passed, **detail}
-        print(f"CHECK {name}: {'PASS' if passed else 'FAIL'} {json.dumps(detail)}", flush=True)
+        record_check(results, name, passed, detail)
 
     for load in args.hw_loads:
         check(f"{args.decoder_device} matches cpu (hw {load})",
@@ -163,12 +162,7 @@ def main(argv=None):
         args.rounds, args.round_batches, on_turn=lambda name, r, rate: print(
             f"THROUGHPUT round {r + 1}/{args.rounds} {name}: {rate:,.0f} img/s", flush=True))
     print_table(results, args)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    failed = sum(not c["passed"] for c in results["checks"].values())
-    print(f"SUMMARY: {len(results['checks']) - failed} of {len(results['checks'])} checks "
-          f"passed")
-    return 1 if failed else 0
+    return write_results(results, args.out)
 
 
 if __name__ == "__main__":

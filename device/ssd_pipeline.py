@@ -44,7 +44,8 @@ from data.coco_pipelines import (READER_NAME, SSD_BRIGHTNESS, SSD_CONTRAST, SSD_
                                  SSD_CROP_SCALING, SSD_CROP_THRESHOLDS, SSD_HUE, SSD_SATURATION,
                                  ssd_train_pipeline)
 from data.pipelines import IMAGENET_MEAN, IMAGENET_STD
-from device.dali_common import host_array, image_diff, images_close, time_in_turns
+from device.dali_common import (host_array, image_diff, images_close, record_check,
+                                 time_in_turns, write_results)
 
 SPLIT = "train2017"
 # COCO-like category ids, with gaps (the normaliser maps them to 1..C).
@@ -307,8 +308,7 @@ def main(argv=None):
     shape = (args.batch_size, args.threads, args.image_size)
 
     def check(name, passed, detail):
-        results["checks"][name] = {"passed": passed, **detail}
-        print(f"CHECK {name}: {'PASS' if passed else 'FAIL'} {json.dumps(detail)}", flush=True)
+        record_check(results, name, passed, detail)
 
     for load in args.hw_loads:
         check(f"{args.decoder_device} matches cpu (hw {load})",
@@ -330,12 +330,7 @@ def main(argv=None):
               {"ratio": ratio, "project_img_per_s": rates["project"]["img_per_s"],
                "bare_img_per_s": rates["bare"]["img_per_s"]})
     print_table(results, args)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
-    failed = sum(not c["passed"] for c in results["checks"].values())
-    print(f"SUMMARY: {len(results['checks']) - failed} of {len(results['checks'])} checks "
-          f"passed")
-    return 1 if failed else 0
+    return write_results(results, args.out)
 
 
 if __name__ == "__main__":
