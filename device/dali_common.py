@@ -15,6 +15,13 @@ def host_array(tensor_list):
     return np.array(tensor_list.as_tensor())
 
 
+def host_samples(tensor_list):
+    """A batch as one numpy array per sample on the host (for samples of different sizes)."""
+    if hasattr(tensor_list, "as_cpu"):
+        tensor_list = tensor_list.as_cpu()
+    return [np.asarray(tensor_list[i]) for i in range(len(tensor_list))]
+
+
 def _run_batches(pipe, count):
     """Seconds for `count` batches of `pipe`, up to the last batch's first output being
     complete on the host (GPU work is asynchronous; the copy waits for it)."""

@@ -13,7 +13,14 @@ region in one image of ten), normalised by `data.coco.prepare_coco(keep_segmenta
 1. GPU matches CPU: with ``decoder_device="mixed"`` (nvJPEG, and the hardware JPEG decoder at
    each --hw-loads share) against the CPU pipeline from the same seed: boxes, labels,
    polygons, vertices and image sizes equal (the pipeline computes them on the CPU for both
-   devices), images within decoding and resizing differences (normalised units).
+   devices), images within the decoders' own difference. That difference is measured on the
+   same JPEGs decoded alone (no resize), normalised the same way: the recipe enlarges these
+   640 x 480 images to 1067 x 800, where the SSD harness's fixed bound (p99.9 < 0.2, for
+   shrunken images, whose averaging hides part of the decoders' difference) does not apply
+   (on the H200, 2026-12-02: decoded alone p99.9 0.331, resized 0.209). Bilinear enlarging mixes
+   neighbouring decoded pixels with weights summing to 1, so it cannot add to their
+   difference: the resized images pass when their p99.9 is at most the decoded ones' (plus
+   0.01 for float16 rounding) and their mean difference is below 0.02.
 2. Throughput: the CPU pipeline (--threads DALI threads) and the GPU one at each hardware
    decoder share, taking turns in one process (`device.dali_common.time_in_turns`).
 
@@ -26,11 +33,14 @@ import os
 import sys
 
 import numpy as np
+from nvidia.dali import fn, pipeline_def
 
 from benchmarking.machine import describe, machine_info
 from data.coco import prepare_coco
+from data.coco_pipelines import _read_coco
 from data.mask_rcnn_pipelines import MAX_POLYGONS, MAX_VERTICES, mask_rcnn_train_pipeline
-from device.dali_common import (host_array, image_diff, images_close, record_check,
+from data.pipelines import _decoder_options, _normalize
+from device.dali_common import (host_array, host_samples, image_diff, record_check,
                                  time_in_turns, write_results)
 from device.ssd_pipeline import SPLIT, make_coco
 
@@ -54,6 +64,36 @@ def build_pipeline(dataset, decoder_device, hw_load, batch_size, threads, min_si
     return pipe
 
 
+@pipeline_def
+def decoded_pipeline(file_root, annotations_file, decoder_device, hw_decoder_load):
+    """The training set's images in file order, decoded and normalised as the training
+    pipeline does, without its resize, flip and padding (the decoders' own difference)."""
+    encoded, *_ = _read_coco(file_root, annotations_file, 0, 1, shuffle=False,
+                             skip_empty=True, image_ids=False)
+    images = fn.decoders.image(encoded, **_decoder_options(decoder_device, hw_decoder_load))
+    return _normalize(images, "float32", "NCHW")
+
+
+def decoder_difference(dataset, decoder_device, hw_load, batch_size, threads, batches):
+    """`image_diff` of the images decoded on `decoder_device` against the CPU decoder."""
+    runs = {}
+    for device in ("cpu", decoder_device):
+        pipe = decoded_pipeline(file_root=dataset.image_dir,
+                                annotations_file=dataset.annotation_file,
+                                decoder_device=device, hw_decoder_load=hw_load,
+                                batch_size=batch_size, num_threads=threads,
+                                device_id=0 if device == "mixed" else None)
+        pipe.build()
+        runs[device] = [np.concatenate([image.ravel() for image in host_samples(pipe.run()[0])])
+                        for _ in range(batches)]
+    return image_diff(runs[decoder_device], runs["cpu"])
+
+
+def within_decoder_difference(stats, decoded):
+    """The resized images' difference against the decoders' own (see the module docstring)."""
+    return stats["mean_abs_diff"] < 0.02 and stats["p99_9"] <= decoded["p99_9"] + 0.01
+
+
 def _batches(pipe, count):
     return [[host_array(out) for out in pipe.run()] for _ in range(count)]
 
@@ -75,7 +115,10 @@ def check_gpu_matches_cpu(dataset, decoder_device, hw_load, batch_size, threads,
     detail = {**{f"{name}_equal": value for name, value in equal.items()},
               "image_shapes_equal": shapes, **stats, "images": batches * batch_size,
               "polygons": polygons, "padded_hw": [list(b[0].shape[2:]) for b in cpu[:3]]}
-    passed = all(equal.values()) and shapes and polygons > 0 and images_close(stats)
+    decoded = decoder_difference(dataset, decoder_device, hw_load, batch_size, threads, batches)
+    detail["decoded_alone"] = decoded
+    passed = (all(equal.values()) and shapes and polygons > 0
+              and within_decoder_difference(stats, decoded))
     return bool(passed), detail
 
 

@@ -9,6 +9,18 @@ setting: prefer_nhwc 0/1, ONNX Runtime's own stream or the legacy default stream
 hand-over (ONNX Runtime computes on the stream DALI's __dlpack__ made wait) against ONNX
 Runtime's own stream after a host wait for that stream, at hardware decoder loads 0.65 and
 0.99. Each case: 50 untimed batches, then 200 timed one by one. Writes variants.json.
+
+--part priority (DALI-fed at batch 208 trailing 0.8x of synthetic): ONNX Runtime on a
+non-blocking stream of the highest priority, so that the GPU schedules the network's blocks
+ahead of DALI's decoding and resizing kernels when both are queued; and CUDA graphs fed by a
+device-to-device copy of each DALI batch into the graph's fixed input buffer, on that stream.
+Synthetic figures on the same streams beside them.
+
+--part contention (neither helped: why does feeding cost a quarter at batch 208?): the
+pipeline alone; the pipeline and the synthetic network run at the same time from two host
+threads, each one's rate (GPU sharing alone, no hand-over); DALI-fed with DALI's dynamic
+executor; DALI-fed with DALI's device and pinned memory pools preallocated (a cudaFree or
+cudaMalloc inside DALI's iteration would wait for the network's queued work).
 """
 import argparse
 import ctypes
@@ -33,6 +45,18 @@ def cudart():
         except OSError:
             continue
     raise OSError("no libcudart")
+
+
+def priority_stream(lib, highest=True):
+    """A non-blocking CUDA stream of the highest (or lowest) priority, as an integer handle."""
+    least, greatest = ctypes.c_int(), ctypes.c_int()
+    lib.cudaDeviceGetStreamPriorityRange(ctypes.byref(least), ctypes.byref(greatest))
+    stream = ctypes.c_void_p()
+    status = lib.cudaStreamCreateWithPriority(ctypes.byref(stream), 1,  # cudaStreamNonBlocking
+                                              greatest if highest else least)
+    if status:
+        raise RuntimeError(f"cudaStreamCreateWithPriority failed: {status}")
+    return stream.value
 
 
 def session(path, host_threads=None, **options):
@@ -80,13 +104,13 @@ def synthetic(path, batch, **options):
             "user_stream_in_effect": used.get("has_user_compute_stream")}
 
 
-def dali_pipe(data, batch, hw_load, threads=16, prefetch=2):
+def dali_pipe(data, batch, hw_load, threads=16, prefetch=2, **pipeline_options):
     rec, idx = record_files(data, "val")
     pipe = classification_val_pipeline(
         rec_path=rec, idx_path=idx, shard_id=0, num_shards=1, crop_size=(224, 224),
         resize_shorter=256, decoder_device="mixed", hw_decoder_load=hw_load, dtype="float16",
         layout="NCHW", pad_channels=False, batch_size=batch, num_threads=threads, device_id=0,
-        seed=0, prefetch_queue_depth=prefetch)
+        seed=0, prefetch_queue_depth=prefetch, **pipeline_options)
     pipe.build()
     return pipe
 
@@ -106,13 +130,13 @@ def dali_alone(data, batch, hw_load, threads=16, prefetch=2, warmup=50, batches=
 
 
 def dali_fed(path, data, batch, hand_over, hw_load, threads=16, prefetch=2,
-             host_threads=None):
+             host_threads=None, **pipeline_options):
     options = {"prefer_nhwc": "1"}
     if hand_over == "legacy stream":
         options["user_compute_stream"] = str(LEGACY)
     sess = session(path, host_threads, **options)
     name, out = sess.get_inputs()[0].name, sess.get_outputs()[0].name
-    pipe = dali_pipe(data, batch, hw_load, threads, prefetch)
+    pipe = dali_pipe(data, batch, hw_load, threads, prefetch, **pipeline_options)
     lib = cudart()
     binding = sess.io_binding()
 
@@ -129,25 +153,146 @@ def dali_fed(path, data, batch, hand_over, hw_load, threads=16, prefetch=2,
     return {"img_per_s": images_per_second(batch, lat), "latency_ms": latency_summary(lat)}
 
 
+def _fixed_buffers(sess, batch):
+    x = onnxruntime.OrtValue.ortvalue_from_shape_and_type([batch, 3, 224, 224], np.float16,
+                                                          "cuda", 0)
+    y = onnxruntime.OrtValue.ortvalue_from_shape_and_type(
+        [batch, sess.get_outputs()[0].shape[1]], np.float32, "cuda", 0)
+    binding = sess.io_binding()
+    binding.bind_ortvalue_input(sess.get_inputs()[0].name, x)
+    binding.bind_ortvalue_output(sess.get_outputs()[0].name, y)
+    return x, binding
+
+
+def on_stream(path, data, batch, stream, hw_load=None, graph=False):
+    """Synthetic (`hw_load` None) or DALI-fed images/s with ONNX Runtime computing on
+    `stream`; with `graph`, a CUDA graph replayed on a fixed input that each DALI batch is
+    copied into (device to device, on `stream`, after DALI's work: __dlpack__(stream))."""
+    options = {"prefer_nhwc": "1", "user_compute_stream": str(stream)}
+    if graph:
+        options["enable_cuda_graph"] = "1"
+    sess = session(path, 1, **options)
+    x, binding = _fixed_buffers(sess, batch)
+    if hw_load is None:
+        lat = timed(lambda: sess.run_with_iobinding(binding))
+        return {"img_per_s": images_per_second(batch, lat), "latency_ms": latency_summary(lat)}
+    lib = cudart()
+    lib.cudaMemcpyAsync.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
+                                    ctypes.c_int, ctypes.c_void_p]
+    pipe = dali_pipe(data, batch, hw_load)
+    name = sess.get_inputs()[0].name
+    nbytes = batch * 3 * 224 * 224 * 2
+
+    def run():
+        images = pipe.run()[0].as_tensor()
+        images.__dlpack__(stream=stream)  # the stream waits for DALI's work on this batch
+        if graph:
+            lib.cudaMemcpyAsync(x.data_ptr(), images.data_ptr(), nbytes, 3, stream)
+        else:
+            binding.bind_input(name, "cuda", 0, np.float16, list(images.shape()),
+                               images.data_ptr())
+        sess.run_with_iobinding(binding)
+    lat = timed(run)
+    return {"img_per_s": images_per_second(batch, lat), "latency_ms": latency_summary(lat)}
+
+
+def side_by_side(path, data, batch, hw_load, seconds=8.0):
+    """Images/s of the synthetic network and of the pipeline run at the same time from two
+    host threads (the pipeline's run() blocks once its prefetch queue is full, so its count
+    of runs is its rate)."""
+    import threading
+    sess = session(path, 1, prefer_nhwc="1")
+    _, binding = _fixed_buffers(sess, batch)
+    pipe = dali_pipe(data, batch, hw_load)
+    for _ in range(20):
+        sess.run_with_iobinding(binding)
+        np.array(pipe.run()[0].as_cpu().as_tensor()[:1])
+    counts = {"network": 0, "dali": 0}
+    stop = time.perf_counter() + seconds
+
+    def loop(name, step):
+        while time.perf_counter() < stop:
+            step()
+            counts[name] += 1
+
+    threads = [threading.Thread(target=loop, args=("network",
+                                                   lambda: sess.run_with_iobinding(binding))),
+               threading.Thread(target=loop, args=("dali", pipe.run))]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    rates = {name: batch * count / elapsed for name, count in counts.items()}
+    return {"img_per_s": rates["network"], "dali_img_per_s": rates["dali"],
+            "latency_ms": {"p50": 1000 * elapsed / max(counts["network"], 1)}}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--part", choices=("streams", "dali", "threads"), default="streams",
+    p.add_argument("--part", choices=("streams", "dali", "threads", "priority", "contention"),
+                   default="streams",
                    help="streams: provider settings and hand-overs (first run); dali: the "
-                        "pipeline alone and DALI-fed with fewer threads or deeper prefetch")
+                        "pipeline alone and DALI-fed with fewer threads or deeper prefetch; "
+                        "threads: ONNX Runtime's host threads; priority: stream priorities "
+                        "and CUDA graphs fed by a copy")
     args = p.parse_args()
     results = {}
 
     def record(key, value):
         results[key] = value
         print(f"{key}: {value['img_per_s']:,.0f} img/s p50 {value['latency_ms']['p50']:.2f} ms"
-              f" {({k: v for k, v in value.items() if 'effect' in k})}", flush=True)
+              f" {({k: v for k, v in value.items() if k not in ('img_per_s', 'latency_ms')})}",
+              flush=True)
         with open(os.path.join(args.out, "variants.json"), "w") as f:
             json.dump(results, f, indent=1)
 
+    def try_record(key, measure):
+        try:
+            record(key, measure())
+        except Exception as error:  # one failing variant must not end the others
+            print(f"{key}: FAILED {type(error).__name__}: {error}", flush=True)
+            results[key] = {"error": f"{type(error).__name__}: {error}"}
+
+    if args.part == "contention":
+        from nvidia.dali import backend
+        try_record("dali alone b208 hw 0.65", lambda: dali_alone(args.data, 208, 0.65))
+        for hw_load in (0.65, 0.99):
+            try_record(f"side by side b208 hw {hw_load} (network rate; dali_img_per_s too)",
+                       lambda: side_by_side(args.onnx, args.data, 208, hw_load))
+        try_record("dali b208 hw 0.65 legacy stream, exec_dynamic",
+                   lambda: dali_fed(args.onnx, args.data, 208, "legacy stream", 0.65,
+                                    host_threads=1, exec_dynamic=True))
+        backend.PreallocateDeviceMemory(8 << 30, 0)
+        backend.PreallocatePinnedMemory(2 << 30)
+        try_record("dali b208 hw 0.65 legacy stream, pools preallocated",
+                   lambda: dali_fed(args.onnx, args.data, 208, "legacy stream", 0.65,
+                                    host_threads=1))
+        try_record("dali b208 hw 0.65 legacy stream, pools preallocated, exec_dynamic",
+                   lambda: dali_fed(args.onnx, args.data, 208, "legacy stream", 0.65,
+                                    host_threads=1, exec_dynamic=True))
+        return
+    if args.part == "priority":
+        lib = cudart()
+        high, low = priority_stream(lib), priority_stream(lib, highest=False)
+        record("synthetic b208 legacy stream (as deploy/onnx_runtime.py)",
+               synthetic(args.onnx, 208, prefer_nhwc="1", user_compute_stream=str(LEGACY)))
+        record("dali b208 hw 0.65 legacy stream (as deploy/onnx_runtime.py)",
+               dali_fed(args.onnx, args.data, 208, "legacy stream", 0.65, host_threads=1))
+        for graph in (False, True):
+            kind = "cuda graph" if graph else "bound"
+            for label, stream in (("high", high), ("low", low)):
+                for hw_load in (None, 0.65, 0.99):
+                    name = ("synthetic" if hw_load is None else f"dali hw {hw_load}")
+                    try_record(f"{name} b208 {kind} {label}-priority stream",
+                               lambda: on_stream(args.onnx, args.data, 208, stream, hw_load,
+                                                 graph))
+        return
     if args.part == "threads":
         for batch in (208, 32):
             for host_threads in (None, 1):

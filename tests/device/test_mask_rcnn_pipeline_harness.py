@@ -22,3 +22,15 @@ def test_the_harness_runs_on_the_cpu_and_reports_its_checks_and_throughput(tmp_p
     assert check["padded_hw"][0] == [64, 96]
     (rate,) = results["throughput"].values()
     assert rate["img_per_s"] > 0 and rate["ratio_to_cpu"] == 1.0
+    # The decoders' own difference is measured beside it (none here: the same decoder).
+    assert check["decoded_alone"]["p99_9"] == 0
+
+
+def test_resized_images_pass_within_the_decoders_own_difference_only():
+    decoded = {"mean_abs_diff": 0.006, "p99_9": 0.25, "max": 1.0}
+    assert mask_rcnn_pipeline.within_decoder_difference(
+        {"mean_abs_diff": 0.005, "p99_9": 0.21, "max": 0.9}, decoded)
+    assert not mask_rcnn_pipeline.within_decoder_difference(
+        {"mean_abs_diff": 0.005, "p99_9": 0.30, "max": 0.9}, decoded)
+    assert not mask_rcnn_pipeline.within_decoder_difference(
+        {"mean_abs_diff": 0.03, "p99_9": 0.1, "max": 0.9}, decoded)
