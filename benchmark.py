@@ -65,6 +65,7 @@ an error. Exit status: 0 when every case ran, 1 when some failed (each failure i
 others are still measured), 2 for usage errors.
 """
 import argparse
+import functools
 import os
 import shlex
 import sys
@@ -72,6 +73,10 @@ import sys
 # Passive OpenMP threads, as train.py has them (why: there), before anything imports MXNet.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from benchmarking import mask_rcnn_cli  # noqa: E402
+from benchmarking.cli import (default_backend, inference_includes, run_coco_loaders,  # noqa: E402
+                              say_loader, say_round, sweep_problem, sweep_settings,
+                              usage_error, warn_if_busy)
 from benchmarking.settings import DEFAULT_DATA_ROOT, Settings  # noqa: E402
 from engine.cli import image_shape, int_list, non_negative_int, positive_int  # noqa: E402
 
@@ -88,12 +93,7 @@ DETECTION_TRAINING_BATCHES_CPU = [8]
 DETECTION_TRAINING_BATCHES_GPU = {"float16": [32], "float32": [32]}
 DETECTION_LOADER_BATCH = 8
 DETECTION_CLASSES = 80  # COCO's, for inference (training takes the json's)
-# Mask R-CNN: the recipe's 2 images per GPU; on CPU, and in gluoncv's script, 1.
-MASK_RCNN_INFERENCE_BATCHES_CPU = [1]
-MASK_RCNN_INFERENCE_BATCHES_GPU = [1, 2, 4, 8]
-MASK_RCNN_TRAINING_BATCHES_CPU = [1]
-MASK_RCNN_TRAINING_BATCHES_GPU = {"float16": [2], "float32": [2]}
-MASK_RCNN_LOADER_BATCH = 1
+# Mask R-CNN's batch sizes: benchmarking.mask_rcnn_cli.
 
 
 def parse_args(argv):
@@ -119,7 +119,7 @@ def parse_args(argv):
                         "targets (models.rpn.rpn_targets) against gluoncv's "
                         "MaskRCNNDefaultTrainTransform in its DataLoader (and in this process, "
                         "without workers), at --min-size / --max-size (default batch "
-                        f"{MASK_RCNN_LOADER_BATCH})")
+                        f"{mask_rcnn_cli.LOADER_BATCH})")
     g.add_argument("--peer", choices=("gluoncv",),
                    help="with a Mask R-CNN --arch: train and run gluoncv's "
                         "mask_rcnn_fpn_resnet50_v1b_coco (random init, as its "
@@ -263,22 +263,83 @@ def main(argv=None):
     try:
         resolve_task_defaults(args)
     except ValueError as error:  # an unknown --arch: the message lists the valid names
-        print(f"benchmark.py: error: --arch: {error}", file=sys.stderr)
-        return 2
-    problem = _mask_rcnn_flag_problem(args)
+        return usage_error(f"--arch: {error}")
+    problem = mask_rcnn_cli.flag_problem(args)
     if problem:
-        print(f"benchmark.py: error: {problem}", file=sys.stderr)
-        return 2
-    runner_args = _mask_rcnn_runner_args(args, runner_args)
+        return usage_error(problem)
+    runner_args = mask_rcnn_cli.runner_flags(args, runner_args)
     if args.peer:
-        return run_mask_rcnn_peer(args, runner_args, command, runner_env, threads)
+        return mask_rcnn_cli.run_peer(args, runner_args, command, runner_env, threads)
     if args.loaders:
         if args.task == "detection":
             return run_detection_loaders(args, command, threads)
         if args.task == "instance_segmentation":
-            return run_mask_rcnn_loaders(args, command, threads)
+            return mask_rcnn_cli.run_loaders(args, command, threads)
         return run_loaders(args, command)
     return run_sweeps(args, runner_args, command, runner_env, threads)
+
+
+def compare_reports(old_path, new_path):
+    from benchmarking.report import format_comparison, read_json
+    print(format_comparison(read_json(old_path), read_json(new_path), old_path, new_path))
+    return 0
+
+
+def make_data(folder, num_images, num_classes):
+    from benchmarking.photos import make_dataset
+    written = make_dataset(folder, num_images, num_classes)
+    for split, (count, size) in written.items():
+        print(f"{os.path.join(folder, split)}.rec: {count} photo-like 500x375 JPEGs, "
+              f"{size / 2 ** 20:.1f} MiB ({size / count / 1024:.0f} KiB each)")
+    return 0
+
+
+def _cores():
+    from benchmarking.machine import cpu_cores
+    return cpu_cores()
+
+
+def _mxnet_threads(cores):
+    """Let this process's MXNet (inference, the detection loaders' targets) compute on every
+    core.
+
+    Without OMP_NUM_THREADS, MXNet takes half the cores on x86, assuming the other half are
+    hyper-threads (on a 2-vCPU machine that halves inference speed). The variable must be set
+    before MXNet is imported; the runner gets the environment without it, so that it can
+    share the cores among its workers. A value the user set is left alone.
+
+    Returns
+    -------
+    (dict, int)
+        The runner's environment and MXNet's thread count here.
+    """
+    runner_env = dict(os.environ)
+    if "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(cores)
+    return runner_env, int(os.environ["OMP_NUM_THREADS"])
+
+
+def run_onnx_file_sweep(args, command, threads):
+    """--onnx FILE: ONNX Runtime inference of an exported file, whose input gives the shape
+    and dtype. Imports no MXNet."""
+    import numpy as np
+
+    from deploy.onnx_runtime import OnnxModel, cuda_provider_available
+    try:
+        model = OnnxModel(args.onnx, device="cpu")
+    except Exception as error:  # not a file, not ONNX, or an input ONNX Runtime cannot take
+        return usage_error(f"--onnx {args.onnx}: {error}")
+    output_shape = model.session.get_outputs()[0].shape
+    settings = Settings(
+        model=args.model or os.path.splitext(os.path.basename(args.onnx))[0],
+        dtype=np.dtype(model.input_dtype).name, data_backend=args.data_backend or "synthetic",
+        data_root=args.data_root or DEFAULT_DATA_ROOT, image_shape=model.input_shape,
+        iterations=args.iterations, epochs=args.epochs, warmup=args.warmup,
+        num_examples=args.num_examples, num_classes=output_shape[-1], runtime="onnxruntime",
+        onnx_path=os.path.abspath(args.onnx))
+    del model
+    return measure_and_report(args, settings, int(cuda_provider_available()), command, None,
+                              threads)
 
 
 def resolve_task_defaults(args):
@@ -298,7 +359,7 @@ def resolve_task_defaults(args):
         import models
         args.task = models.model_task(args.model)
     if args.task == "instance_segmentation":
-        defaults = _mask_rcnn_defaults(args)
+        defaults = dict(mask_rcnn_cli.task_defaults(args), num_classes=DETECTION_CLASSES)
     elif args.task == "detection":
         from engine.options import TASK_DEFAULTS
         defaults = dict(data_root=TASK_DEFAULTS["detection"]["data_root"],
@@ -313,76 +374,10 @@ def resolve_task_defaults(args):
     return args
 
 
-def _mask_rcnn_defaults(args):
-    """Mask R-CNN's by-task defaults: the recipe's sizes, and its synthetic inference input
-    (`image_hw` inside `image_shape`): a 640x480 image resized by them, padded to 32."""
-    from benchmarking.mask_rcnn_inference import padded_shape, resized_image_hw
-    from data.mask_rcnn_pipelines import MAX_SIZE, MIN_SIZE
-    from engine.options import TASK_DEFAULTS
-    args.min_size = args.min_size or MIN_SIZE
-    args.max_size = args.max_size or MAX_SIZE
-    if args.image_shape:
-        args.image_hw = tuple(args.image_shape[1:])
-    else:
-        args.image_hw = resized_image_hw(args.min_size, args.max_size)
-    return dict(data_root=TASK_DEFAULTS["instance_segmentation"]["data_root"],
-                image_shape=padded_shape(args.image_hw), num_classes=DETECTION_CLASSES)
-
-
-def _mask_rcnn_runner_args(args, runner_args):
-    """The runner's flags, with ``--lr 0`` for Mask R-CNN training from random weights.
-
-    Without a classifier checkpoint (--backbone-weights) its frozen BatchNorms are identities
-    and the R-50 losses become NaN within a few steps (train.py then stops, status 3). With
-    a learning rate of 0 every step still does all of a real step's work (forward, targets,
-    backward, the SGD update) on finite numbers. A --lr or --backbone-weights given is kept.
-    """
-    given = {arg.split("=", 1)[0] for arg in runner_args}
-    if (args.task != "instance_segmentation" or args.only_inference or args.loaders
-            or given & {"--lr", "--backbone-weights"}):
-        return runner_args
-    print("benchmark.py: Mask R-CNN trains from random weights here: --lr 0 (the steps' work "
-          "is the same; give --lr or --backbone-weights to change it)", file=sys.stderr)
-    return ["--lr", "0", *runner_args]
-
-
-def _mask_rcnn_flag_problem(args):
-    """What makes the Mask R-CNN flags unusable with this --arch, or None."""
-    mask_rcnn = args.task == "instance_segmentation"
-    if not mask_rcnn and (args.min_size or args.max_size or args.peer):
-        given = [f for f, v in (("--min-size", args.min_size), ("--max-size", args.max_size),
-                                ("--peer", args.peer)) if v]
-        return (f"{' '.join(given)}: Mask R-CNN's (--arch maskrcnn_r50_fpn or "
-                f"maskrcnn_r18_fpn), not {args.model}'s ({args.task})")
-    if mask_rcnn and args.image_shape and (args.image_shape[0] != 3 or any(
-            side % 32 for side in args.image_shape[1:])):
-        return (f"Mask R-CNN's input is 3 channels with sides that are multiples of 32 (the "
-                f"pipeline pads to them); got --image-shape "
-                f"{','.join(map(str, args.image_shape))}")
-    if mask_rcnn and args.layout != "NCHW":
-        return "Mask R-CNN takes --layout NCHW (MXNet's RoIAlign is NCHW only)"
-    return None
-
-
 def _input_size(model):
     """(height, width) a detector of the registry is built for."""
     import models
     return tuple(models.get_model(model, classes=1).image_size)
-
-
-def compare_reports(old_path, new_path):
-    from benchmarking.report import format_comparison, read_json
-    print(format_comparison(read_json(old_path), read_json(new_path), old_path, new_path))
-    return 0
-
-
-def make_data(folder, num_images, num_classes):
-    from benchmarking.photos import make_dataset
-    written = make_dataset(folder, num_images, num_classes)
-    for split, (count, size) in written.items():
-        print(f"{os.path.join(folder, split)}.rec: {count} photo-like 500x375 JPEGs, "
-              f"{size / 2 ** 20:.1f} MiB ({size / count / 1024:.0f} KiB each)")
-    return 0
 
 
 def run_loaders(args, command):
@@ -392,11 +387,9 @@ def run_loaders(args, command):
     from benchmarking.sweep import say
     for name in ("train.rec", "train.idx"):
         if not os.path.isfile(os.path.join(args.data_root, name)):
-            print(f"benchmark.py: error: {os.path.join(args.data_root, name)} does not exist; "
-                  f"pass --data-root, or write photo-like data with --make-data DIR",
-                  file=sys.stderr)
-            return 2
-    load_at_start = _warn_if_busy(machine)
+            return usage_error(f"{os.path.join(args.data_root, name)} does not exist; pass "
+                               f"--data-root, or write photo-like data with --make-data DIR")
+    load_at_start = warn_if_busy(machine)
     batch = (args.batch_sizes or [64])[0]
     crop = tuple(args.image_shape[1:])
     cores = machine.cpu_cores()
@@ -406,7 +399,7 @@ def run_loaders(args, command):
                     f"batches, loaders taking turns ({warmup} warm-up batches first)")
 
     rows = loaders.compare_loaders(args.data_root, batch, crop, cores, warmup, args.iterations,
-                                   args.epochs, on_result=_say_loader, on_round=_say_round)
+                                   args.epochs, on_result=say_loader, on_round=say_round)
     info = machine.machine_info()
     report = build_report("loaders", rows, info, command,
                           device=machine.device_description(info, 0),
@@ -422,210 +415,38 @@ def run_loaders(args, command):
 
 
 def run_detection_loaders(args, command, threads):
-    from benchmarking import detection_loaders, machine
-    from benchmarking.sweep import say
+    """--loaders with a detector: the SSD training data path against gluoncv's; returns the
+    exit status."""
+    from benchmarking import detection_loaders
     from models.ssd import retinanet_anchors
-    problem = _missing_coco(args.data_root, [detection_loaders.TRAIN_SPLIT])
-    if problem:
-        print(f"benchmark.py: error: the SSD data paths read a COCO-layout --data-root: "
-              f"{problem}", file=sys.stderr)
-        return 2
     _, height, width = args.image_shape
-    if height != width:
-        print(f"benchmark.py: error: SSD takes a square input; got --image-shape "
-              f"{','.join(map(str, args.image_shape))}", file=sys.stderr)
-        return 2
-    load_at_start = _warn_if_busy(machine)
-    batch = (args.batch_sizes or [DETECTION_LOADER_BATCH])[0]
-    cores = machine.cpu_cores()
-    warmup = args.warmup * args.iterations
-    anchors = len(retinanet_anchors(height))
-    say(sys.stderr, f"SSD training data on {args.data_root}: batch {batch}, {height}x{width}, "
-                    f"{anchors} anchors, {cores} DALI threads / gluoncv workers, "
-                    f"{threads} MXNet threads; {args.epochs} rounds of {args.iterations} "
-                    f"timed batches, loaders taking turns ({warmup} warm-up batches first)")
-    rows = detection_loaders.compare_detection_loaders(
-        args.data_root, batch, height, cores, warmup, args.iterations, args.epochs,
-        on_result=_say_loader, on_round=_say_round)
-    return _write_report("detection-loaders", rows, command,
-                         args.output or os.path.join("runs", "detection_loaders.json"),
-                         data_root=os.path.abspath(args.data_root), batch_size=batch,
-                         image_size=height, anchors=anchors, threads=cores,
-                         mxnet_threads=threads, warmup_batches=warmup, rounds=args.epochs,
-                         round_batches=args.iterations, load_average_at_start=load_at_start)
 
-
-def run_mask_rcnn_loaders(args, command, threads):
-    """--loaders with a Mask R-CNN --arch: its training data path against gluoncv's."""
-    from benchmarking import machine, mask_rcnn_loaders
-    from benchmarking.sweep import say
-    problem = _missing_coco(args.data_root, [mask_rcnn_loaders.TRAIN_SPLIT])
-    if problem:
-        print(f"benchmark.py: error: the Mask R-CNN data paths read a COCO-layout "
-              f"--data-root: {problem}", file=sys.stderr)
-        return 2
-    load_at_start = _warn_if_busy(machine)
-    batch = (args.batch_sizes or [MASK_RCNN_LOADER_BATCH])[0]
-    cores = machine.cpu_cores()
-    warmup = args.warmup * args.iterations
-    say(sys.stderr, f"Mask R-CNN training data on {args.data_root}: batch {batch}, shorter "
-                    f"side {args.min_size}, longer at most {args.max_size}, {cores} DALI "
-                    f"threads / gluoncv workers, {threads} MXNet threads; {args.epochs} rounds "
-                    f"of {args.iterations} timed batches, loaders taking turns ({warmup} "
-                    f"warm-up batches first)")
-    rows = mask_rcnn_loaders.compare_mask_rcnn_loaders(
-        args.data_root, batch, args.min_size, args.max_size, cores, warmup, args.iterations,
-        args.epochs, on_result=_say_loader, on_round=_say_round)
-    return _write_report("mask-rcnn-loaders", rows, command,
-                         args.output or os.path.join("runs", "mask_rcnn_loaders.json"),
-                         data_root=os.path.abspath(args.data_root), batch_size=batch,
-                         min_size=args.min_size, max_size=args.max_size, threads=cores,
-                         mxnet_threads=threads, warmup_batches=warmup, rounds=args.epochs,
-                         round_batches=args.iterations, load_average_at_start=load_at_start)
-
-
-def run_mask_rcnn_peer(args, runner_args, command, runner_env, threads):
-    """--peer gluoncv: the project's Mask R-CNN and gluoncv's, side by side."""
-    import mxnet as mx
-
-    from benchmarking import machine, mask_rcnn_peer
-    from benchmarking.gluoncv_mask_rcnn import MODEL
-    if mx.context.num_gpus():
-        print("benchmark.py: error: --peer compares on CPU (gluoncv's side runs there); hide "
-              "the GPUs with CUDA_VISIBLE_DEVICES=", file=sys.stderr)
-        return 2
-    args.data_backend = args.data_backend or _default_backend(args.task, 0)
-    problem = _sweep_problem(args, runner_args, real_inference=False)
-    if problem:
-        print(f"benchmark.py: error: --peer: {problem}", file=sys.stderr)
-        return 2
-    settings = _settings(args, runner_args, 0)
-    load_at_start = _warn_if_busy(machine)
-    output = args.output or os.path.join("runs", "mask_rcnn_vs_gluoncv.json")
-    # gluoncv takes the project's learning rate where it is 0, else its script's own.
-    zero_lr = float(_flag_value(runner_args, "--lr", "nan")) == 0
-    rows = mask_rcnn_peer.compare_with_gluoncv(
-        settings, f"{os.path.splitext(output)[0]}-logs", machine.cpu_cores(), args.runner,
-        runner_env, training=not args.only_inference, inference=not args.only_training,
-        gluoncv_lr=0.0 if zero_lr else None)
-    return _write_report("mask-rcnn-peer", rows, command, output, model=settings.model,
-                         peer=f"gluoncv {MODEL}", task=settings.task,
-                         dtype=settings.dtype, data_backend=settings.data_backend,
-                         settings=settings.as_dict(), inference_threads=threads,
-                         ratios=mask_rcnn_peer.peer_ratios(rows),
-                         inference_includes=_inference_includes(settings),
-                         load_average_at_start=load_at_start)
-
-
-def _write_report(kind, rows, command, output, **fields):
-    """Write the report of `rows` (with the machine's description) to `output`, print its
-    table; returns the exit status."""
-    from benchmarking import machine
-    from benchmarking.report import build_report, format_report
-    from engine.files import write_json
-    info = machine.machine_info()
-    fields.setdefault("device", machine.device_description(info, 0))
-    report = build_report(kind, rows, info, command, **fields)
-    write_json(output, report)
-    print(format_report(report))
-    print(f"\nreport: {output}")
-    return 1 if report["failed"] else 0
-
-
-def _say_loader(row):
-    from benchmarking.sweep import say
-    what = (f"{row['img_per_s']:.1f} img/s ({row['note']})" if row["status"] == "ok"
-            else f"{row['status']}: {row.get('note') or row.get('error')}")
-    say(sys.stderr, f"    {row['loader']}: {what}")
-
-
-def _say_round(name, round_number, rounds, img_per_s):
-    from benchmarking.sweep import say
-    say(sys.stderr, f"    round {round_number + 1}/{rounds} {name}: {img_per_s:.1f} img/s")
-
-
-def _cores():
-    from benchmarking.machine import cpu_cores
-    return cpu_cores()
+    def sizes():
+        anchors = len(retinanet_anchors(height))
+        return f"{height}x{width}, {anchors} anchors", dict(image_size=height, anchors=anchors)
+    return run_coco_loaders(
+        args, command, threads, name="SSD", kind="detection-loaders",
+        output="detection_loaders.json", default_batch=DETECTION_LOADER_BATCH,
+        compare=functools.partial(detection_loaders.compare_detection_loaders,
+                                  image_size=height), sizes=sizes,
+        problem=None if height == width else (f"SSD takes a square input; got --image-shape "
+                                              f"{','.join(map(str, args.image_shape))}"))
 
 
 def run_sweeps(args, runner_args, command, runner_env, threads):
     import mxnet as mx
     gpus = mx.context.num_gpus()
-    args.data_backend = args.data_backend or _default_backend(args.task, gpus)
-    problem = _sweep_problem(args, runner_args)
+    args.data_backend = args.data_backend or default_backend(args.task, gpus)
+    problem = sweep_problem(args, runner_args)
     if problem:
-        print(f"benchmark.py: error: {problem}", file=sys.stderr)
-        return 2
+        return usage_error(problem)
     if args.runtime == "onnxruntime":
         from deploy.onnx_runtime import cuda_provider_available
         gpus = int(cuda_provider_available())
-    settings = _settings(args, runner_args, gpus)
+    settings = sweep_settings(args, runner_args, gpus)
     if args.runtime == "onnxruntime":
         settings.onnx_path = _export_for_benchmark(settings, _output(args))
     return measure_and_report(args, settings, gpus, command, runner_env, threads)
-
-
-def _default_backend(task, gpus):
-    """Synthetic data, except for Mask R-CNN, which trains on real data only."""
-    if task != "instance_segmentation":
-        return "synthetic"
-    return "dali-gpu" if gpus else "dali-cpu"
-
-
-def _sweep_problem(args, runner_args, real_inference=True):
-    """What makes the sweep of `args` impossible (a usage error), or None; `real_inference`:
-    whether inference reads the data backend's data (--peer's does not)."""
-    if args.task == "classification":
-        return None
-    if args.runtime == "onnxruntime":
-        return ("--runtime onnxruntime times classifiers; a detector exports its raw outputs "
-                "(python -m deploy.onnx_export) but its post-processing is MXNet's")
-    if args.task == "instance_segmentation" and not args.only_inference and (
-            args.data_backend not in ("dali-cpu", "dali-gpu")):
-        return (f"Mask R-CNN trains on real data only: --data-backend dali-cpu or dali-gpu "
-                f"(or --only-inference for {args.data_backend} inference)")
-    if args.task == "instance_segmentation" and args.data_backend == "mxnet":
-        return "Mask R-CNN reads COCO data through DALI: --data-backend dali-cpu or dali-gpu"
-    return _check_detection_data(args, runner_args, real_inference)
-
-
-def _settings(args, runner_args, gpus):
-    """The `Settings` of a sweep (or of --peer) from the resolved flags."""
-    return Settings(model=args.model, task=args.task,
-                    dtype=args.dtype or ("float16" if gpus else "float32"),
-                    data_backend=args.data_backend, data_root=args.data_root,
-                    image_shape=args.image_shape, iterations=args.iterations,
-                    epochs=args.epochs, warmup=args.warmup, num_examples=args.num_examples,
-                    layout=args.layout, num_classes=args.num_classes,
-                    runner_args=tuple(runner_args), detect_options=_detect_options(args.task),
-                    runtime=args.runtime, min_size=getattr(args, "min_size", None),
-                    max_size=getattr(args, "max_size", None),
-                    image_hw=getattr(args, "image_hw", None))
-
-
-def run_onnx_file_sweep(args, command, threads):
-    """--onnx FILE: ONNX Runtime inference of an exported file, whose input gives the shape
-    and dtype. Imports no MXNet."""
-    import numpy as np
-
-    from deploy.onnx_runtime import OnnxModel, cuda_provider_available
-    try:
-        model = OnnxModel(args.onnx, device="cpu")
-    except Exception as error:  # not a file, not ONNX, or an input ONNX Runtime cannot take
-        print(f"benchmark.py: error: --onnx {args.onnx}: {error}", file=sys.stderr)
-        return 2
-    output_shape = model.session.get_outputs()[0].shape
-    settings = Settings(
-        model=args.model or os.path.splitext(os.path.basename(args.onnx))[0],
-        dtype=np.dtype(model.input_dtype).name, data_backend=args.data_backend or "synthetic",
-        data_root=args.data_root or DEFAULT_DATA_ROOT, image_shape=model.input_shape,
-        iterations=args.iterations, epochs=args.epochs, warmup=args.warmup,
-        num_examples=args.num_examples, num_classes=output_shape[-1], runtime="onnxruntime",
-        onnx_path=os.path.abspath(args.onnx))
-    del model
-    return measure_and_report(args, settings, int(cuda_provider_available()), command, None,
-                              threads)
 
 
 def _export_for_benchmark(settings, output):
@@ -656,7 +477,7 @@ def measure_and_report(args, settings, gpus, command, runner_env, threads):
     from benchmarking.report import build_report, format_report, plot
     from engine.files import write_json
     from benchmarking.stats import add_scaling
-    load_at_start = _warn_if_busy(machine)
+    load_at_start = warn_if_busy(machine)
     output = _output(args)
     stem = os.path.splitext(output)[0]
     rows, interrupted = [], False
@@ -671,7 +492,7 @@ def measure_and_report(args, settings, gpus, command, runner_env, threads):
     info = machine.machine_info()
     extra = {}
     if settings.task != "classification" and not args.only_training:
-        extra["inference_includes"] = _inference_includes(settings)
+        extra["inference_includes"] = inference_includes(settings)
     if settings.runtime == "onnxruntime":
         import onnxruntime
         extra["inference_runtime"] = (
@@ -694,70 +515,6 @@ def measure_and_report(args, settings, gpus, command, runner_env, threads):
     return 130 if interrupted else 1 if report["failed"] else 0
 
 
-def _inference_includes(settings):
-    """What a detector's inference latency includes, for the report."""
-    options = ", ".join(f"{k} {v}" for k, v in settings.detect_options.items())
-    if settings.instance_segmentation:
-        height, width = settings.image_hw
-        return (f"post-processing included: MaskRCNN.forward (proposals, box head, "
-                f"class-wise NMS, mask head on the detections; {options}), then paste_mask of "
-                f"every detection into its image; synthetic input {height}x{width} in "
-                f"{settings.image_shape[1]}x{settings.image_shape[2]}")
-    return f"post-processing included: SSDFPN.detect (box decoding, class-wise NMS; {options})"
-
-
-def _check_detection_data(args, runner_args, real_inference=True):
-    """What a detection or Mask R-CNN sweep lacks in its COCO data root, or None. Training
-    reads the training split (SSD's synthetic data too: its classes and epoch length),
-    inference on real data (unless not `real_inference`) val2017."""
-    if not args.only_inference:
-        problem = _missing_coco(args.data_root, [_flag_value(runner_args, "--train-split",
-                                                             "train2017")])
-        if problem:
-            return (f"training reads a COCO-layout --data-root (SSD's synthetic data too: "
-                    f"the classes and epoch length come from its json): {problem}")
-    if real_inference and not args.only_training and args.data_backend != "synthetic":
-        problem = _missing_coco(args.data_root, ["val2017"])
-        if problem:
-            return f"detection inference on real data reads val2017: {problem}"
-    return None
-
-
-def _missing_coco(data_root, splits):
-    """What `data_root` lacks of the COCO splits `splits` (and how to make a set), or None."""
-    from data.coco import CocoError, coco_split_paths
-    try:
-        for split in splits:
-            coco_split_paths(data_root, split)
-    except CocoError as error:
-        return f"{error}; make a demo set with `python -m data.demo detection --out DIR`"
-    return None
-
-
-def _flag_value(argv, flag, default):
-    """The value of `flag` in the pass-through flags `argv` ("--flag V" or "--flag=V")."""
-    value = default
-    for i, arg in enumerate(argv):
-        if arg == flag and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def _detect_options(task):
-    """The post-processing options of `task`'s inference: train.py's defaults (the recipe's),
-    except Mask R-CNN's score threshold, 0 (`benchmarking.mask_rcnn_inference` says why);
-    none for classification."""
-    from engine.options import TASK_DEFAULTS, build_parser
-    if task == "classification":
-        return {}
-    parser = build_parser(add_help=False)
-    score = 0.0 if task == "instance_segmentation" else parser.get_default("score_threshold")
-    return {"score_thresh": score, "nms_thresh": TASK_DEFAULTS[task]["nms_threshold"],
-            "max_detections": parser.get_default("max_detections")}
-
-
 def _sweep_cases(args, settings, gpus, log_dir, runner_env):
     """Result rows of the training sweep, then of the inference sweep, as they come."""
     from benchmarking.sweep import inference_sweep, training_sweep
@@ -777,10 +534,7 @@ def _sweep_cases(args, settings, gpus, log_dir, runner_env):
 def _default_batches(mode, settings, gpus):
     """The batch sizes swept when -b is not given, by mode, task and device."""
     if settings.instance_segmentation:
-        if mode == "training":
-            return (MASK_RCNN_TRAINING_BATCHES_GPU[settings.dtype] if gpus
-                    else MASK_RCNN_TRAINING_BATCHES_CPU)
-        return MASK_RCNN_INFERENCE_BATCHES_GPU if gpus else MASK_RCNN_INFERENCE_BATCHES_CPU
+        return mask_rcnn_cli.default_batches(mode, settings.dtype, gpus)
     detection = settings.detection
     if mode == "training":
         if gpus:
@@ -790,33 +544,6 @@ def _default_batches(mode, settings, gpus):
     if gpus:
         return DETECTION_INFERENCE_BATCHES_GPU if detection else INFERENCE_BATCHES_GPU
     return DETECTION_INFERENCE_BATCHES_CPU if detection else INFERENCE_BATCHES_CPU
-
-
-def _mxnet_threads(cores):
-    """Let this process's MXNet (inference, the detection loaders' targets) compute on every
-    core.
-
-    Without OMP_NUM_THREADS, MXNet takes half the cores on x86, assuming the other half are
-    hyper-threads (on a 2-vCPU machine that halves inference speed). The variable must be set
-    before MXNet is imported; the runner gets the environment without it, so that it can
-    share the cores among its workers. A value the user set is left alone.
-
-    Returns
-    -------
-    (dict, int)
-        The runner's environment and MXNet's thread count here.
-    """
-    runner_env = dict(os.environ)
-    if "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(cores)
-    return runner_env, int(os.environ["OMP_NUM_THREADS"])
-
-
-def _warn_if_busy(machine):
-    warning = machine.busy_warning()
-    if warning:
-        print(f"benchmark.py: {warning}", file=sys.stderr)
-    return machine.load_average()
 
 
 if __name__ == "__main__":

@@ -63,6 +63,15 @@ class UsageError(Exception):
     """A combination of arguments that cannot run; the message says what to change."""
 
 
+def _usage_checked(check, *args):
+    """``check(*args)``, its ValueError (whose message says what to change) raised as a
+    UsageError."""
+    try:
+        return check(*args)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def parse_args(argv=None):
     return apply_task_defaults(build_parser(description=__doc__).parse_args(argv))
 
@@ -71,10 +80,7 @@ def select_device(args, dist):
     """The worker's context and GPU id, and the resolved dtype and data backend."""
     gpus = mx.context.num_gpus()
     dtype = args.dtype or ("float16" if gpus else "float32")
-    try:
-        models.check_device_support(dtype, args.layout, gpus)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
+    _usage_checked(models.check_device_support, dtype, args.layout, gpus)
     if gpus and dist.local_rank >= gpus:
         raise UsageError(f"worker {dist.local_rank} on this host has no GPU: {gpus} visible; "
                          f"start at most {gpus} workers per host")
@@ -310,7 +316,8 @@ def make_loss_scaler(args, dtype):
 def train(args, dist, net, task, setup, checkpoint, config):
     """Train (and evaluate, with --mode train_val); returns the last metrics and whether the
     targets were reached (None without targets)."""
-    targets = task_targets(args, task)
+    # {metric: threshold} of the --target-* flags, checked against what the task reports.
+    targets = _usage_checked(metric_targets, args, task.target_metrics)
     if checkpoint:
         check_same_accumulation(args, checkpoint)
     worker_state = _worker_state(checkpoint, dist)
@@ -358,14 +365,6 @@ def train(args, dist, net, task, setup, checkpoint, config):
     return loop.metrics, loop.target_reached
 
 
-def task_targets(args, task):
-    """{metric: threshold} of the --target-* flags, checked against what the task reports."""
-    try:
-        return metric_targets(args, task.target_metrics)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-
-
 def check_same_accumulation(args, checkpoint):
     """A resumed run takes the checkpoint's --accumulate: another would change the steps per
     epoch and the learning rate's scaling under the restored schedule position."""
@@ -393,7 +392,7 @@ def main(argv=None):
     dist = init_distributed(args.stall_timeout)
     _setup_logging(args.workspace, dist)
     try:
-        _check_target_flags(args)
+        _usage_checked(check_target_flags, args)
         ctx, device_id, dtype, backend = select_device(args, dist)
         config = dict(vars(args), dtype=dtype, data_backend=backend, workers=dist.size,
                       mxnet=mx.__version__, context=str(ctx))
@@ -448,13 +447,6 @@ def start_backbone(args, net, task_name, ctx):
     except ValueError as error:
         raise UsageError(f"--backbone-weights {args.backbone_weights}: {error}") from None
     log.info("backbone initialised from %s", args.backbone_weights)
-
-
-def _check_target_flags(args):
-    try:
-        check_target_flags(args)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
 
 
 def _report(args, task, metrics, target_reached):

@@ -24,8 +24,13 @@ module             what it measures or does
 ``settings``       what every case of a run shares (model, dtype, data, iterations ...)
 ``machine``        CPU, GPU and library versions for the report
 ``photos``         photo-like JPEGs in a RecordIO file, for loader and real-data runs
+``cli``            what benchmark.py's commands share: settings and usage problems from
+                   the parsed flags, COCO checks, a detector's ``--loaders`` frame, the report
+``mask_rcnn_cli``  benchmark.py's Mask R-CNN commands: by-task defaults, flag checks,
+                   ``--loaders`` and ``--peer gluoncv``
 =================  ======================================================================
 
-Only ``inference`` and ``mask_rcnn_inference`` import MXNet at module level, so ``benchmark.py --loaders`` (without a
-detection ``--arch``) and ``--make-data`` also run where DALI is installed but MXNet is not.
+Only ``inference`` and ``mask_rcnn_inference`` import MXNet at module level, so
+``benchmark.py --loaders`` (without a detection ``--arch``) and ``--make-data`` also run where
+DALI is installed but MXNet is not.
 """

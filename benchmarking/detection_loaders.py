@@ -208,17 +208,13 @@ def compare_detection_loaders(data_root, batch_size, image_size, threads, warmup
     anchors = retinanet_anchors(image_size)
     with tempfile.TemporaryDirectory(prefix="benchmark-coco-") as cache:
         dataset = prepare_coco(data_root, TRAIN_SPLIT, cache)
-        starts = {}
-        for name in sorted(names, key=lambda n: n != "gluoncv"):
+
+        def start(name):
             if name == "gluoncv":
-                starts[name] = _gluoncv_start(data_root, batch_size, anchors, image_size,
-                                              threads)
-            else:
-                starts[name] = (lambda n=name: dali_batches(n, dataset, batch_size, anchors,
-                                                            image_size, threads))
-        timed = time_in_turns(starts, batch_size, warmup_batches, round_batches, rounds,
-                              on_result, on_round)
-    return add_gluoncv_ratios([timed[name] for name in names])
+                return _gluoncv_start(data_root, batch_size, anchors, image_size, threads)
+            return lambda: dali_batches(name, dataset, batch_size, anchors, image_size, threads)
+        return time_gluoncv_first(names, start, batch_size, warmup_batches, round_batches,
+                                  rounds, on_result, on_round)
 
 
 def _gluoncv_start(data_root, batch_size, anchors, image_size, workers):
@@ -227,6 +223,19 @@ def _gluoncv_start(data_root, batch_size, anchors, image_size, workers):
     return prepared_start(lambda: gluoncv_dataset(data_root),
                           lambda dataset: gluoncv_batches(dataset, batch_size, anchors,
                                                           image_size, workers))
+
+
+def time_gluoncv_first(names, start, batch_size, warmup_batches, round_batches, rounds,
+                       on_result=None, on_round=None):
+    """Time the loaders of `names` in turns (`benchmarking.loaders.time_in_turns`), gluoncv's
+    first in each round (they fork their workers before DALI starts threads); ``start(name)``
+    gives a loader's start function, set up in that order. Returns the rows in the order of
+    `names`, with ``ratio_to_gluoncv``."""
+    gluoncv_first = sorted(names, key=lambda n: not n.startswith("gluoncv"))
+    starts = {name: start(name) for name in gluoncv_first}
+    timed = time_in_turns(starts, batch_size, warmup_batches, round_batches, rounds,
+                          on_result, on_round)
+    return add_gluoncv_ratios([timed[name] for name in names])
 
 
 def add_gluoncv_ratios(rows):

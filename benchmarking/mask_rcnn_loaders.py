@@ -43,8 +43,8 @@ several rounds (`benchmarking.loaders.time_in_turns`), gluoncv's first in each r
 import os
 import tempfile
 
-from benchmarking.detection_loaders import TRAIN_SPLIT, add_gluoncv_ratios
-from benchmarking.loaders import LoaderSkipped, prepared_start, time_in_turns
+from benchmarking.detection_loaders import TRAIN_SPLIT, time_gluoncv_first
+from benchmarking.loaders import LoaderSkipped, prepared_start
 from data.streams import endless
 
 LOADERS = ("gluoncv", "gluoncv-in-process", "dali-cpu", "dali-cpu-pipeline", "dali-gpu")
@@ -137,43 +137,23 @@ def gluoncv_batches(dataset, net, batch_size, workers):
 def compare_mask_rcnn_loaders(data_root, batch_size, min_size, max_size, threads,
                               warmup_batches, round_batches, rounds, names=LOADERS,
                               on_result=None, on_round=None):
-    """Time the Mask R-CNN training data paths of `names` in turns on the training split.
-
-    Parameters
-    ----------
-    data_root : str
-        COCO-layout folder (``annotations/instances_train2017.json``, ``train2017/``).
-    batch_size, min_size, max_size : int
-    threads : int
-        DALI threads, and gluoncv's worker processes.
-    warmup_batches, round_batches, rounds : int
-        As in `benchmarking.loaders.time_in_turns`.
-    names : sequence of str
-        Loaders of `LOADERS`.
-    on_result, on_round : callable, optional
-        As in `benchmarking.loaders.compare_loaders`.
-
-    Returns
-    -------
-    list of dict
-        Rows as `benchmarking.detection_loaders.compare_detection_loaders` gives them.
+    """Time the Mask R-CNN training data paths of `names` (of this module's `LOADERS`) in
+    turns on the training split: the parameters and rows of
+    `benchmarking.detection_loaders.compare_detection_loaders`, with the resize rule
+    (`min_size`, `max_size`: int) in place of its `image_size`.
     """
     import ops  # noqa: F401  (load the ops/ library before MXNet runs: see train.py)
     from data.coco import prepare_coco
     with tempfile.TemporaryDirectory(prefix="benchmark-coco-") as cache:
         dataset = prepare_coco(data_root, TRAIN_SPLIT, cache, keep_segmentation=True)
-        starts = {}
-        for name in sorted(names, key=lambda n: not n.startswith("gluoncv")):
+
+        def start(name):
             if name.startswith("gluoncv"):
                 workers = threads if name == "gluoncv" else 0
-                starts[name] = _gluoncv_start(data_root, batch_size, min_size, max_size,
-                                              workers)
-            else:
-                starts[name] = (lambda n=name: dali_batches(n, dataset, batch_size, min_size,
-                                                            max_size, threads))
-        timed = time_in_turns(starts, batch_size, warmup_batches, round_batches, rounds,
-                              on_result, on_round)
-    return add_gluoncv_ratios([timed[name] for name in names])
+                return _gluoncv_start(data_root, batch_size, min_size, max_size, workers)
+            return lambda: dali_batches(name, dataset, batch_size, min_size, max_size, threads)
+        return time_gluoncv_first(names, start, batch_size, warmup_batches, round_batches,
+                                  rounds, on_result, on_round)
 
 
 def _gluoncv_start(data_root, batch_size, min_size, max_size, workers):

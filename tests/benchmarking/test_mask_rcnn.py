@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import benchmark
-from benchmarking import gluoncv_mask_rcnn, mask_rcnn_loaders
+from benchmarking import gluoncv_mask_rcnn, mask_rcnn_cli, mask_rcnn_loaders
 from benchmarking.mask_rcnn_inference import run_inference_case
 from benchmarking.mask_rcnn_peer import peer_ratios
 from benchmarking.report import format_report
@@ -82,10 +82,10 @@ def test_training_passes_the_resize_and_runs_steps():
 
 def test_a_learning_rate_or_backbone_given_is_kept():
     args = _resolved()
-    assert benchmark._mask_rcnn_runner_args(args, ["--lr=0.01"]) == ["--lr=0.01"]
-    assert benchmark._mask_rcnn_runner_args(args, ["--backbone-weights", "w"]) == [
+    assert mask_rcnn_cli.runner_flags(args, ["--lr=0.01"]) == ["--lr=0.01"]
+    assert mask_rcnn_cli.runner_flags(args, ["--backbone-weights", "w"]) == [
         "--backbone-weights", "w"]
-    assert benchmark._mask_rcnn_runner_args(args, []) == ["--lr", "0"]
+    assert mask_rcnn_cli.runner_flags(args, []) == ["--lr", "0"]
 
 
 def _inference_settings(**overrides):
