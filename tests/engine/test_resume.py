@@ -1,7 +1,8 @@
 """Resuming a 2-worker run (./runner -n 2, DALI CPU, real Horovod processes): the whole run is
 killed with SIGKILL before its first checkpoint, between checkpoints and while a checkpoint is
 being written, then resumed with the same command plus --resume; each resumed run finishes
-with exactly the weights, loop state and losses of a run that was never interrupted.
+with exactly the weights, loop state and losses of a run that was never interrupted (which
+also shows that two runs of one configuration give the same weights and losses).
 
 The configuration makes every piece of restored state visible in the result: a cosine
 schedule with warm-up changes the learning rate at every step (an update count off by one
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-EPOCHS = 3
+EPOCHS = 2
 
 
 def _command(data_root, workspace, *extra):
@@ -101,14 +102,6 @@ def straight_run(tiny_dataset, tmp_path_factory):
     workspace = tmp_path_factory.mktemp("straight")
     _run(_command(tiny_dataset, workspace))
     return workspace
-
-
-def test_two_runs_of_one_configuration_are_identical(straight_run, tiny_dataset, tmp_path):
-    """Training is reproducible: a second 2-worker run gives bit-identical losses."""
-    _run(_command(tiny_dataset, tmp_path))
-    expected = _epoch_losses(straight_run)
-    assert len(expected) == EPOCHS
-    assert _epoch_losses(tmp_path) == expected
 
 
 @pytest.mark.parametrize("moment", sorted(KILL_MOMENTS))
