@@ -39,7 +39,7 @@ trains on real data only (dali-cpu, the default on CPU, or dali-gpu), batch 1 on
 GPU, at --lr 0 unless --lr or --backbone-weights is given: from random weights its losses
 become NaN within a few steps, and a step at 0 does the same work. Its inference latency
 includes what a user's inference does: the network's detection and mask head, then every
-detection's mask pasted into the image (`paste_mask`), timed at a score threshold of 0 so
+detection's mask pasted into the image (`paste_masks`, through ops/), timed at a score threshold of 0 so
 that a randomly initialised network gives the full 100 detections
 (`benchmarking.mask_rcnn_inference` says why). Its synthetic inference input is a 640x480
 image (COCO's common shape) resized that way and padded to a multiple of 32 (320/320: 240x320

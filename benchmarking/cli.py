@@ -74,8 +74,8 @@ def inference_includes(settings):
     if settings.instance_segmentation:
         height, width = settings.image_hw
         return (f"post-processing included: MaskRCNN.forward (proposals, box head, "
-                f"class-wise NMS, mask head on the detections; {options}), then paste_mask of "
-                f"every detection into its image; synthetic input {height}x{width} in "
+                f"class-wise NMS, mask head on the detections; {options}), then paste_masks of "
+                f"every detection into its image (one ops/ call per image); synthetic input {height}x{width} in "
                 f"{settings.image_shape[1]}x{settings.image_shape[2]}")
     return f"post-processing included: SSDFPN.detect (box decoding, class-wise NMS; {options})"
 

@@ -3,9 +3,10 @@
 One timed call is what a user's inference does with a batch: the network (backbone, FPN,
 RPN proposals, box head, detection NMS, the mask head on the final detections:
 `models.mask_rcnn.MaskRCNN.forward`), its outputs read back to the host, and every
-detection's 28x28 mask pasted into its image (`models.mask_rcnn.paste_mask`, the
-evaluation's paste). Masks are pasted into the network's input image (``im_hw``, the resized
-image), not into the original one.
+detection's 28x28 mask pasted into its image and read back (`models.mask_rcnn.paste_masks`,
+the evaluation's paste: one `ops.paste_masks` call per image on the network's context).
+Masks are pasted into the network's input image (``im_hw``, the resized image), not into the
+original one.
 
 A randomly initialised network scores every class alike (1 / (C + 1): below the recipe's
 0.05 for COCO's 80 classes), so at the recipe's threshold it would find nothing and skip the
@@ -66,17 +67,18 @@ def build_mask_rcnn(settings, ctx):
 
 
 def predict_and_paste(net, data, im_hw):
-    """Detections and masks of a batch, every detection's mask pasted into its image;
-    returns how many were pasted."""
-    from models.mask_rcnn import paste_mask
+    """Detections and masks of a batch, every detection's mask pasted into its image (as the
+    evaluation does it: the masks read back, each image's pasted in one call on the
+    network's context); returns how many were pasted."""
+    from models.mask_rcnn import paste_masks
     detections, masks = net(data, im_hw)
     detections, masks = detections.asnumpy(), masks.asnumpy()
     sizes = im_hw.asnumpy().astype(int) if hasattr(im_hw, "asnumpy") else np.asarray(im_hw)
     pasted = 0
     for image, rows in enumerate(detections):
-        for row in np.nonzero(rows[:, 0] >= 1)[0]:
-            paste_mask(masks[image, row], rows[row, 2:6], tuple(sizes[image]))
-            pasted += 1
+        found = np.nonzero(rows[:, 0] >= 1)[0]
+        pasted += len(paste_masks(masks[image, found], rows[found, 2:6], tuple(sizes[image]),
+                                  ctx=data.context))
     return pasted
 
 

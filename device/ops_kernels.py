@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """GPU check of the ops kernels, without MXNet: build, compare, time.
 
-    python3 device/ops_kernels.py [--arch 90] [--out DIR] [--skip-build] [--lib PATH]
+    python3 device/ops_kernels.py [--arch 90] [--out DIR] [--skip-timing] [--lib PATH]
 
 1. Builds ``libmxops_kernels.so`` with nvcc and g++ (``ops/build.py --kernels-only``).
 2. Runs every CUDA kernel on random inputs and compares it with the CPU kernel of the same
    library (bit for bit where the arithmetic is shared; expf/logf within a few ulps) and,
-   for box_iou and nms, with torchvision.ops. Outputs are poisoned before each run, so an
-   unwritten element fails the comparison.
-3. Times the kernels against torchvision.ops (triton's do_bench medians, CUDA events).
+   for box_iou and nms, with torchvision.ops, for paste_masks with torch's grid_sample.
+   Outputs are poisoned before each run, so an unwritten element fails the comparison.
+3. Times the kernels against torchvision.ops and torch (triton's do_bench medians, CUDA
+   events).
 
 Prints ``CHECK <name>: PASS|FAIL`` lines, a timing table, and a final ``SUMMARY`` line;
-exits non-zero if any check failed. Needs torch (for device memory and the references);
-torchvision and triton are optional.
+exits non-zero if any check failed. Needs torch (for device memory and the references;
+``--help`` works without it); torchvision and triton are optional.
 """
 import argparse
 import json
@@ -22,7 +23,11 @@ import sys
 import time
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError:  # --help works without it; main() says that it is needed
+    torch = None
 
 # The kernels' sources and build script live in ops/; this harness only drives them.
 HERE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ops")
@@ -68,9 +73,10 @@ def cuda(a):
 
 
 def poisoned(shape, dtype):
-    """A device array full of garbage (NaN / -7), so unwritten outputs show."""
+    """A device array full of garbage (NaN / -7, 7 for unsigned), so unwritten outputs
+    show."""
     t = torch.empty(shape, dtype=dtype, device="cuda")
-    t.fill_(float("nan") if dtype.is_floating_point else -7)
+    t.fill_(float("nan") if dtype.is_floating_point else -7 if dtype.is_signed else 7)
     return t
 
 
@@ -383,6 +389,78 @@ def check_polygon_masks(lib, rng):
              "{:.1%} pixels set".format(out_cpu.mean()))
 
 
+def blob_masks(rng, n, size=28):
+    """Mask-head-like probabilities: a noisy elliptical blob per mask, sharp or soft."""
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    centre = rng.uniform(0.2, 0.8, (n, 2, 1, 1)) * size
+    axes = rng.uniform(0.15, 0.5, (n, 2, 1, 1)) * size
+    r2 = ((xx - centre[:, 0]) / axes[:, 0]) ** 2 + ((yy - centre[:, 1]) / axes[:, 1]) ** 2
+    logit = rng.uniform(2, 10, (n, 1, 1)) * (1 - r2) + rng.normal(0, 0.5, (n, size, size))
+    return (1 / (1 + np.exp(-logit))).astype(np.float32)
+
+
+def detection_boxes(rng, n, h, w, awkward=False):
+    """Detections of 8-400 px in an h x w image, some reaching outside it; `awkward` adds
+    boxes under a pixel, of zero width or height (some on pixel centres), inverted, larger
+    than the image and non-finite."""
+    xy = rng.uniform(-40, 1, (n, 2)) + rng.uniform(0, 1, (n, 2)) * [w, h]
+    boxes = np.concatenate([xy, xy + np.exp(rng.uniform(np.log(8), np.log(400), (n, 2)))], 1)
+    if awkward:
+        kind = np.arange(n) % 8
+        boxes[kind == 1, 2] = boxes[kind == 1, 0]
+        boxes[kind == 2, 0] = boxes[kind == 2, 2] = np.floor(boxes[kind == 2, 0]) + 0.5
+        boxes[kind == 3] = boxes[kind == 3][:, [2, 3, 0, 1]]
+        boxes[kind == 4, 2:] = boxes[kind == 4, :2] + 0.3
+        boxes[kind == 5] = [-30, -40, w + 50, h + 10]
+        boxes[kind == 6, 0] = np.nan
+    return boxes.astype(np.float32)
+
+
+def torch_paste(masks, boxes, height, width, threshold=0.5):
+    """detectron2's paste_masks_in_image done whole-image: torch grid_sample (bilinear,
+    zeros outside, align_corners=False) maps mask pixel centres to x1 + (u + 0.5) w / S as
+    paste_masks does; an independent float32 implementation, for checking and timing."""
+    n = masks.shape[0]
+    x1, y1, x2, y2 = boxes.unbind(1)
+    bw, bh = (x2 - x1).clamp(min=1e-3), (y2 - y1).clamp(min=1e-3)
+    xs = torch.arange(width, device=masks.device, dtype=torch.float32) + 0.5
+    ys = torch.arange(height, device=masks.device, dtype=torch.float32) + 0.5
+    gx = (xs[None, :] - x1[:, None]) / bw[:, None] * 2 - 1
+    gy = (ys[None, :] - y1[:, None]) / bh[:, None] * 2 - 1
+    grid = torch.stack([gx[:, None, :].expand(n, height, width),
+                        gy[:, :, None].expand(n, height, width)], dim=3)
+    pasted = torch.nn.functional.grid_sample(masks[:, None], grid, mode="bilinear",
+                                             padding_mode="zeros", align_corners=False)
+    return (pasted[:, 0] >= threshold).to(torch.uint8)
+
+
+def check_paste_masks(lib, rng):
+    for n, height, width, size, threshold, column_major in [
+            (100, 800, 1333, 28, 0.5, 0), (100, 480, 640, 28, 0.5, 1),
+            (300, 96, 128, 56, 0.3, 0), (40, 50, 70, 14, 0.5, 1), (1, 1, 1, 28, 0.5, 0)]:
+        masks = blob_masks(rng, n, size)
+        masks[1::3] = rng.uniform(size=masks[1::3].shape)  # values near 0.5 everywhere
+        boxes = detection_boxes(rng, n, height, width, awkward=True)
+        shape = (n, width, height) if column_major else (n, height, width)
+        out_cpu = np.empty(shape, np.uint8)
+        args = (n, size, height, width, threshold, column_major)
+        lib.cpu("paste_masks", ptr(masks), ptr(boxes), ptr(out_cpu), *args)
+        out = poisoned(shape, torch.uint8)
+        lib.gpu("paste_masks", ptr(cuda(masks)), ptr(cuda(boxes)), ptr(out), *args)
+        same("paste_masks gpu==cpu N={} {}x{} S={} threshold={} {}".format(
+            n, height, width, size, threshold, "column-major" if column_major else "row-major"),
+            out, out_cpu, "{} pixels set".format(int(out_cpu.sum())))
+    # An independent implementation (finite boxes of realistic masks): only pixels whose
+    # value float32 rounding leaves within ~1e-6 of the threshold may differ.
+    masks, boxes = blob_masks(rng, 100), detection_boxes(rng, 100, 800, 1333)
+    out = poisoned((100, 800, 1333), torch.uint8)
+    dm, db = cuda(masks), cuda(boxes)
+    lib.gpu("paste_masks", ptr(dm), ptr(db), ptr(out), 100, 28, 800, 1333, 0.5, 0)
+    differ, set_ = int((out != torch_paste(dm, db, 800, 1333)).sum()), int(out.sum())
+    check("paste_masks vs torch grid_sample N=100 800x1333", differ <= 1e-4 * set_,
+          "{} of {} set pixels differ".format(differ, set_))
+
+
 # ---------------------------------------------------------------------------- timing
 def bench(fn):
     """Median ms of fn on the GPU (triton's do_bench when present, else CUDA events)."""
@@ -592,6 +670,27 @@ def time_mask_rcnn_targets(lib, rng, bw, objects=12):
                int((a_lab > 0).sum().item()), positives, props[2].item()))
 
 
+def time_paste_masks(lib, rng, bw):
+    """Mask R-CNN's inference post-processing: 100 detections' 28x28 masks pasted into the
+    network's 800x1333 input and into a 480x640 COCO image (evaluation pastes into the
+    original), row-major and column-major (what pycocotools' RLE encoder reads)."""
+    for height, width in [(800, 1333), (480, 640)]:
+        masks, boxes = cuda(blob_masks(rng, 100)), cuda(detection_boxes(rng, 100, height, width))
+        out = torch.empty((100, height, width), dtype=torch.uint8, device="cuda")
+        floor = out.numel() / bw * 1e3  # writing the output once
+        for column_major in (0, 1):
+            ours = bench(lambda: lib.gpu("paste_masks", ptr(masks), ptr(boxes), ptr(out), 100,
+                                         28, height, width, 0.5, column_major, sync=False))
+            ref = None if column_major else bench(lambda: torch_paste(masks, boxes, height,
+                                                                      width))
+            timing("paste_masks 100 28x28 masks into {}x{} ({})".format(
+                height, width, "column-major" if column_major else "row-major"), ours,
+                None if ref is None else "torch grid_sample (detectron2's paste, whole image)",
+                ref, "",
+                "write floor {:.4f} ms; {:.2f}x floor; {} pixels set".format(
+                    floor, ours / floor, int(out.sum().item())))
+
+
 # ---------------------------------------------------------------------------- main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -600,6 +699,8 @@ def main(argv=None):
     p.add_argument("--lib", help="use this kernels library instead of building")
     p.add_argument("--skip-timing", action="store_true")
     args = p.parse_args(argv)
+    if torch is None:
+        raise SystemExit("device/ops_kernels.py needs torch (device memory, references)")
     start = time.time()
     log("device: {}, torch {}, torchvision {}".format(
         torch.cuda.get_device_name(), torch.__version__,
@@ -614,7 +715,7 @@ def main(argv=None):
     lib = Lib(path)
     rng = np.random.default_rng(2026)
     for fn in (check_box_iou, check_match, check_sample, check_anchors, check_coder, check_nms,
-               check_proposals, check_polygon_masks):
+               check_proposals, check_polygon_masks, check_paste_masks):
         fn(lib, rng)
         torch.cuda.synchronize()
         del _ALIVE[:]
@@ -623,7 +724,7 @@ def main(argv=None):
         log("device copy bandwidth: {:.2f} TB/s (read + write)".format(bw / 1e12))
         RESULTS["copy_bandwidth_Bps"] = bw
         for fn in (time_box_iou, time_nms, time_proposals, time_targets,
-                   time_mask_rcnn_targets):
+                   time_mask_rcnn_targets, time_paste_masks):
             fn(lib, rng, bw)
             torch.cuda.synchronize()
             del _ALIVE[:]

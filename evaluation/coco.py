@@ -77,8 +77,9 @@ class CocoDetections:
         masks : (B, N, S, S) floats, optional
             Each detection's mask probabilities over its box (Mask R-CNN).
         paste : callable, optional
-            With `masks`: ``paste(mask, box, (height, width))`` gives the 0/1 mask of the
-            original image for a box in its pixels (`models.mask_rcnn.paste_mask`).
+            With `masks`: ``paste(masks, boxes, (height, width))`` gives the (N, height,
+            width) 0/1 masks of the original image for an image's N detections, boxes in its
+            pixels (`models.mask_rcnn.paste_masks`: all of them in one call).
 
         NDArrays or numpy arrays.
         """
@@ -143,14 +144,17 @@ class CocoDetections:
 
 
 def _encoded_masks(masks, boxes, image_hw, paste):
-    """COCO RLEs (counts as str: JSON and pickle friendly) of masks pasted into the image."""
+    """COCO RLEs (counts as str: JSON and pickle friendly) of an image's masks pasted into
+    it."""
     from pycocotools import mask as mask_util
-    encoded = []
-    for mask, box in zip(masks, boxes):
-        rle = mask_util.encode(np.asfortranarray(paste(mask, box, image_hw)))
-        encoded.append(dict(size=[int(v) for v in rle["size"]],
-                            counts=rle["counts"].decode("ascii")))
-    return encoded
+    if len(boxes) == 0:
+        return []
+    pasted = paste(masks, boxes, image_hw)
+    # pycocotools encodes (H, W, N) Fortran-ordered masks: no copy when paste gives
+    # Fortran-ordered planes, as models.mask_rcnn.paste_masks does.
+    encoded = mask_util.encode(np.asfortranarray(pasted.transpose(1, 2, 0), dtype=np.uint8))
+    return [dict(size=[int(v) for v in rle["size"]], counts=rle["counts"].decode("ascii"))
+            for rle in encoded]
 
 
 def percent(stats):

@@ -28,6 +28,7 @@ CPU_SIGNATURES = {
     "mxops_nms_cpu": (INT, [P, P, P, P, I64, I64, F32, I64, F32]),
     "mxops_proposals_cpu": (INT, [P, P, P, INT, P, P, P, I64, I64, I64, I64, F32, F32, F32]),
     "mxops_polygon_masks_cpu": (INT, [P, P, P, P, P, I64, I64, I64, I64, I64]),
+    "mxops_paste_masks_cpu": (INT, [P, P, P, I64, I64, I64, I64, F32, INT]),
 }
 WORKSPACE_SIGNATURES = {
     "mxops_match_cuda_workspace": (SIZE, [I64, I64, I64]),

@@ -1,4 +1,4 @@
-"""Mask R-CNN mask targets from COCO polygons."""
+"""Mask R-CNN masks: targets from COCO polygons, and pasting predicted masks into the image."""
 import numpy as np
 
 from ._checks import check_array, check_same, is_nd, module_of
@@ -73,3 +73,71 @@ def polygon_masks(rois, matches, verts, polys, mask_size=28):
     if not 1 <= mask_size <= 1024:
         raise ValueError("mask_size must be in 1..1024, got {}".format(mask_size))
     return F.mxops_polygon_masks(rois, matches, verts, polys, mask_size=int(mask_size))
+
+
+def paste_masks(masks, boxes, image_hw, threshold=0.5, column_major=False, out=None):
+    """Detections' mask probabilities pasted into the image as 0/1 masks (Mask R-CNN's
+    inference post-processing), all detections of one image in one call.
+
+    Mask pixel u has its centre at ``x1 + (u + 0.5) * sx`` with
+    ``sx = max(x2 - x1, 1e-3) / S`` (rows likewise); each image pixel takes the bilinear
+    value of the mask at its centre, the mask being zero outside (so it fades out half a mask
+    pixel beyond the outermost centres), and is 1 where that value is ``>= threshold``. The
+    box is not rounded to whole pixels. The arithmetic is float32 (exact bilinear weights,
+    no FMA), the same on CPU and GPU.
+
+    Parameters
+    ----------
+    masks : NDArray or Symbol, float32, (N, S, S)
+        Each detection's mask probabilities over its box (S <= 1024).
+    boxes : NDArray or Symbol, float32, (N, 4)
+        (x1, y1, x2, y2) in pixels of the image; boxes may reach outside it. A box with a
+        NaN or infinite coordinate pastes nothing.
+    image_hw : (int, int)
+        (height, width) of the image.
+    threshold : float
+        > 0 (at or below 0 every pixel outside the mask would pass).
+    column_major : bool
+        Return (N, width, height), each plane transposed (the same values): on the host,
+        ``result.transpose(2, 1, 0)`` is then the Fortran-ordered (height, width, N) array
+        that pycocotools' ``mask.encode`` takes, without the copy a transpose would cost.
+    out : NDArray, optional
+        uint8 of the result's shape, written instead of a new array (with NDArray inputs;
+        e.g. host memory shared through DLPack).
+
+    Returns
+    -------
+    NDArray or Symbol, uint8, (N, height, width) (or (N, width, height)) of 0 and 1.
+    """
+    F = module_of(masks)
+    check_array(masks, "masks", [("N", "S", "S")])
+    check_array(boxes, "boxes", [("N", 4)])
+    if is_nd(masks):
+        if masks.shape[1] != masks.shape[2] or masks.shape[1] > 1024:
+            raise ValueError("masks must have shape (N, S, S) with S <= 1024, got {}".format(
+                masks.shape))
+        if is_nd(boxes):
+            check_same([("masks", masks.shape[0]), ("boxes", boxes.shape[0])],
+                       "detection counts")
+    height, width = _image_hw(image_hw)
+    if not float(threshold) > 0:
+        raise ValueError("threshold must be > 0, got {}".format(threshold))
+    written = {}
+    if out is not None:
+        if not is_nd(masks) or not is_nd(out):
+            raise TypeError("out takes an NDArray, with NDArray inputs")
+        plane = (width, height) if column_major else (height, width)
+        check_array(out, "out", [("N",) + plane], "uint8")
+        check_same([("masks", masks.shape[0]), ("out", out.shape[0])], "detection counts")
+        written = dict(out=out)
+    return F.mxops_paste_masks(masks, boxes, image_hw=(height, width),
+                               threshold=float(threshold), column_major=bool(column_major),
+                               **written)
+
+
+def _image_hw(image_hw):
+    values = tuple(image_hw)
+    if len(values) != 2 or not all(float(v) == int(v) and int(v) >= 1 for v in values):
+        raise ValueError("image_hw must be (height, width), two positive integers, got "
+                         "{}".format(image_hw))
+    return int(values[0]), int(values[1])

@@ -13,8 +13,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNNER = os.path.join(ROOT, "runner")
-STEPS, EPOCH_STEPS = 400, 200
-AP50_REACHED = 40.0  # percent; measured: 46.9 (the final AP50 of this run, 36.0 at step 200)
+STEPS, EPOCH_STEPS = 200, 100
+# Percent; measured (2026-12-02): 27.7, the final AP50 of this run (25.3 at step 100). 400
+# steps gave 46.9, at twice the time: the suite's budget decides.
+AP50_REACHED = 20.0
 
 
 def _runner(data_root, workspace, workers, *extra, batch=8):

@@ -5,8 +5,9 @@ batches ``{"data", "boxes", "labels", "polygons", "vertices", "im_hw"}`` (boxes 
 in pixels of the resized image, crowd regions after the objects with the crowd label, rows of
 -1 pad), evaluation batches ``{"data", "im_hw", "image_ids", "image_sizes"}``. The network
 makes its targets itself (`models.mask_rcnn`: anchors, matching, sampling and polygon mask
-targets through `ops/`); evaluation pastes each detection's mask into its original image,
-gathers every worker's detections to rank 0 and scores boxes and masks with pycocotools
+targets through `ops/`); evaluation pastes the detections' masks into each original image
+(`models.mask_rcnn.paste_masks`: one `ops/` call per image, on the worker's device), gathers
+every worker's detections to rank 0 and scores boxes and masks with pycocotools
 (`evaluation/coco.py`).
 
 Each loss is normalised per worker by its own counts (sampled anchors, sampled RoIs, and the
@@ -15,12 +16,13 @@ workers' gradients (Horovod) equals one worker's gradient over the global batch 
 counts are the same on every worker: nearly so for the recipe's 256 anchors and 512 RoIs per
 image, not for the mask loss's positives (tests/engine/test_horovod.py makes them equal).
 """
+import functools
 import logging
 
 from data.mask_rcnn_pipelines import polygon_rows
 from engine.tasks import Task
 from evaluation.coco import CocoDetections, evaluate_coco, gather_detections, percent
-from models.mask_rcnn import paste_mask
+from models.mask_rcnn import paste_masks
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +80,14 @@ class MaskRCNNTask(Task):
         """COCO box and mask AP/AR (12 statistics each, in percent; mask ones prefixed
         ``mask_``) over all workers."""
         detections = CocoDetections(self.val_dataset.categories)
+        paste = functools.partial(paste_masks, ctx=self.ctx)
         for batch in loader:
             im_hw = batch["im_hw"].asnumpy()
             found, masks = net(batch["data"].as_in_context(self.ctx), im_hw)
             found = found.asnumpy()
             detections.add(batch["image_ids"].asnumpy(), found[:, :, 2:6], found[:, :, 0],
                            found[:, :, 1], batch["image_sizes"].asnumpy(), im_hw,
-                           masks=masks.asnumpy(), paste=paste_mask)
+                           masks=masks.asnumpy(), paste=paste)
         merged = gather_detections(detections, dist.gather_objects, "eval.coco_detections")
         metrics = None
         if dist.is_main:

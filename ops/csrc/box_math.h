@@ -130,6 +130,48 @@ MXOPS_HD bool edge_straddles(float y0, float y1, float py) {
   return (y0 > py) != (y1 > py);
 }
 
+// ---- pasting an S x S mask into the image (paste_masks)
+// Mask pixel u covers [lo + u * scale, lo + (u + 1) * scale) of the image, its centre at
+// lo + (u + 0.5) * scale; boxes narrower than 1e-3 pixels (or inverted) count as 1e-3 wide.
+MXOPS_HD float paste_scale(float lo, float hi, int64_t mask_size) {
+  return fmax2(hi - lo, 1e-3f) / (float)mask_size;
+}
+
+// Mask coordinate of the centre of image pixel `pixel`, in mask pixels with the mask
+// pixel centres at 0, 1, ..., S - 1.
+MXOPS_HD float paste_coord(int64_t pixel, float lo, float scale) {
+  return ((float)pixel + 0.5f - lo) / scale - 0.5f;
+}
+
+// The two mask pixels a coordinate falls between: floor(coord) and the fraction towards
+// the next one.
+MXOPS_HD void paste_tap(float coord, int64_t* first, float* frac) {
+  const float f = floorf(coord);
+  *first = (int64_t)f;
+  *frac = coord - f;
+}
+
+MXOPS_HD float paste_lerp(float a, float b, float t) { return (1.f - t) * a + t * b; }
+
+// Image pixels [*begin, *end) along one side that can get a non-zero value: centres within
+// one mask pixel of the outermost mask centres (coord in (-1, S)), widened by a pixel or two
+// against rounding and clipped to [0, limit). The per-pixel formula decides inside the
+// span; the span only saves work. Computed in float and clipped before the conversion, so
+// boxes far outside the image cannot overflow it.
+MXOPS_HD void paste_span(float lo, float scale, int64_t mask_size, int64_t limit,
+                         int64_t* begin, int64_t* end) {
+  const float first = floorf(lo - 0.5f * scale - 0.5f) - 1.f;
+  const float last = ceilf(lo + ((float)mask_size + 0.5f) * scale - 0.5f) + 2.f;
+  const float lim = (float)limit;
+  *begin = (int64_t)fmin2(fmax2(first, 0.f), lim);
+  *end = (int64_t)fmin2(fmax2(last, 0.f), lim);
+}
+
+// A box with a NaN or infinite coordinate pastes nothing.
+MXOPS_HD bool paste_box_finite(const float* box) {
+  return isfinite(box[0]) && isfinite(box[1]) && isfinite(box[2]) && isfinite(box[3]);
+}
+
 // A mixing hash (splitmix64 finaliser) for counter-based random numbers: the sampler's
 // choice depends only on (seed, image, index), never on thread order.
 MXOPS_HD uint64_t mix64(uint64_t x) {

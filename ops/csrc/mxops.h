@@ -168,6 +168,25 @@ int mxops_polygon_masks_cuda(const float* rois, const int32_t* matches, const fl
                              const int32_t* polys, float* out, int64_t batch, int64_t r,
                              int64_t v, int64_t q, int64_t mask_size, void* stream);
 
+/* ---------------------------------------------------------------- paste masks
+ * Inference post-processing of Mask R-CNN: each detection's mask probabilities, masks
+ * (n, S, S) over its box, boxes (n, 4) (x1, y1, x2, y2) in image pixels, pasted into an
+ * image of height x width. Mask pixel u has its centre at x1 + (u + 0.5) * sx with
+ * sx = max(x2 - x1, 1e-3) / S (likewise rows); image pixel x (centre x + 0.5) takes the
+ * bilinear value of the mask there, the mask being zero outside (so it fades out half a
+ * mask pixel beyond the outermost centres), and is 1 where value >= threshold, else 0.
+ * No rounding of the box. float32 arithmetic without FMA (box_math.h), so CPU and CUDA
+ * agree bit for bit. out: uint8 (n, height, width), or with column_major (n, width, height),
+ * each plane transposed (the Fortran order of pycocotools' RLE encoder), the same values.
+ * threshold must be > 0 (at or below 0 the zero outside the mask would pass it);
+ * S <= 1024; a box with a NaN or infinite coordinate gives an empty mask. */
+int mxops_paste_masks_cpu(const float* masks, const float* boxes, uint8_t* out, int64_t n,
+                          int64_t mask_size, int64_t height, int64_t width, float threshold,
+                          int column_major);
+int mxops_paste_masks_cuda(const float* masks, const float* boxes, uint8_t* out, int64_t n,
+                           int64_t mask_size, int64_t height, int64_t width, float threshold,
+                           int column_major, void* stream);
+
 #ifdef __cplusplus
 }  /* extern "C" */
 #endif

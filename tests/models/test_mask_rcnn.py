@@ -9,7 +9,7 @@ import pytest
 
 import models
 import ops
-from models.mask_rcnn import LOSS_NAMES, paste_mask
+from models.mask_rcnn import LOSS_NAMES, paste_masks
 from models.roi_heads import (DetectSettings, RoISettings, multilevel_roi_align,
                               roi_levels)
 from models.rpn import RPNSettings
@@ -429,13 +429,22 @@ def test_detections_are_thresholded_class_wise_suppressed_and_masked(small_net):
     assert (iou[other_class] > 0.5).any()
 
 
-def test_paste_mask_fills_the_box():
-    mask = np.ones((28, 28), np.float32)
-    pasted = paste_mask(mask, (10, 20, 50, 40), (64, 80))
-    assert pasted.shape == (64, 80)
-    ys, xs = np.nonzero(pasted)
+def test_paste_masks_fills_each_box_in_one_call():
+    masks = np.ones((2, 28, 28), np.float32)
+    boxes = np.array([(10, 20, 50, 40), (60, 50, 120, 90)], np.float64)  # the 2nd clipped
+    pasted = paste_masks(masks, boxes, (64, 80))
+    assert pasted.shape == (2, 64, 80) and pasted.dtype == np.uint8
+    ys, xs = np.nonzero(pasted[0])
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (10, 49, 20, 39)
-    assert paste_mask(mask, (60, 50, 120, 90), (64, 80))[50:, 60:].all()  # clipped
+    assert pasted[1, 50:, 60:].all() and pasted[1].sum() == 14 * 20
+    # What pycocotools' RLE encoder takes, with no copy made.
+    assert pasted.transpose(1, 2, 0).flags.f_contiguous
+    on_device = paste_masks(mx.nd.array(masks), mx.nd.array(boxes), (64, 80))
+    np.testing.assert_array_equal(on_device, pasted)
+
+
+def test_paste_masks_of_no_detections_is_empty():
+    assert paste_masks(np.zeros((0, 28, 28)), np.zeros((0, 4)), (64, 80)).shape == (0, 64, 80)
 
 
 def test_registered_for_instance_segmentation_with_the_recipe_as_its_defaults():

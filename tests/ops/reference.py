@@ -173,3 +173,61 @@ def sample(matches, image, num_sample, pos_fraction, seed):
         chosen = cand[np.lexsort((cand, key[cand]))][:take]
         labels[chosen] = value
     return labels
+
+
+def paste_values(mask, box, image_hw):
+    """The value ops.paste_masks thresholds, in float64 (exact bilinear): mask pixel u has its
+    centre at x1 + (u + 0.5) sx, sx = max(x2 - x1, 1e-3) / S, rows likewise; every image pixel
+    takes the bilinear value at its centre, the mask being zero outside. (H, W) float64."""
+    height, width = image_hw
+    mask = np.asarray(mask, np.float64)
+    size = mask.shape[0]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    sx, sy = max(x2 - x1, 1e-3) / size, max(y2 - y1, 1e-3) / size
+    col, fx = _taps((np.arange(width) + 0.5 - x1) / sx - 0.5)
+    row, fy = _taps((np.arange(height) + 0.5 - y1) / sy - 0.5)
+    upper = (1 - fx) * _mask_at(mask, row, col) + fx * _mask_at(mask, row, col + 1)
+    lower = (1 - fx) * _mask_at(mask, row + 1, col) + fx * _mask_at(mask, row + 1, col + 1)
+    return (1 - fy)[:, None] * upper + fy[:, None] * lower
+
+
+def _taps(coord):
+    first = np.floor(coord)
+    return first.astype(np.int64), coord - first
+
+
+def _mask_at(mask, rows, cols):
+    """mask[rows][:, cols] with zero outside the mask."""
+    size = mask.shape[0]
+    inside = ((rows >= 0) & (rows < size))[:, None] & ((cols >= 0) & (cols < size))[None, :]
+    picked = mask[np.clip(rows, 0, size - 1)][:, np.clip(cols, 0, size - 1)]
+    return np.where(inside, picked, 0.0)
+
+
+def paste_mask(mask, box, image_hw, threshold=0.5):
+    """The float64 reference of ops.paste_masks for one detection: (H, W) uint8."""
+    return (paste_values(mask, box, image_hw) >= threshold).astype(np.uint8)
+
+
+def paste_mask_cv2(mask, box, image_hw, threshold=0.5):
+    """The project's paste before ops.paste_masks (models.mask_rcnn.paste_mask): the same
+    affine map through cv2.warpAffine, whose INTER_LINEAR takes the source position in fixed
+    point and rounds its fraction to 1/32 of a mask pixel (INTER_BITS = 5), computed over a
+    window of one pixel around the box."""
+    import cv2
+    height, width = image_hw
+    size = mask.shape[0]
+    x1, y1, x2, y2 = (float(v) for v in box)
+    sx, sy = max(x2 - x1, 1e-3) / size, max(y2 - y1, 1e-3) / size
+    left, top = max(int(np.floor(x1)) - 1, 0), max(int(np.floor(y1)) - 1, 0)
+    right, bottom = min(int(np.ceil(x2)) + 1, width), min(int(np.ceil(y2)) + 1, height)
+    out = np.zeros((height, width), np.uint8)
+    if right <= left or bottom <= top:
+        return out
+    warp = np.array([[sx, 0, x1 + 0.5 * sx - 0.5 - left],
+                     [0, sy, y1 + 0.5 * sy - 0.5 - top]], np.float64)
+    window = cv2.warpAffine(np.asarray(mask, np.float32), warp, (right - left, bottom - top),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                            borderValue=0)
+    out[top:bottom, left:right] = window >= threshold
+    return out

@@ -116,3 +116,17 @@ def test_polygon_masks(k):
     k.check(k.mxops_polygon_masks_cpu(ptr(rois), ptr(matches), ptr(verts), ptr(polys),
                                       ptr(out), 1, 1, verts.shape[1], polys.shape[1], 28))
     np.testing.assert_array_equal(out[0], ref.polygon_mask(rois[0], [[2, 2, 20, 3, 12, 25]], 28))
+
+
+def test_paste_masks(k, rng):
+    masks = rng.uniform(size=(7, 28, 28)).astype(np.float32)
+    boxes = ref.random_boxes(rng, 7, 60, 1, 40) - np.float32(10)
+    out = np.empty((7, 50, 60), np.uint8)
+    k.check(k.mxops_paste_masks_cpu(ptr(masks), ptr(boxes), ptr(out), 7, 28, 50, 60, 0.5, 0))
+    op = ops.paste_masks(mx.nd.array(masks), mx.nd.array(boxes), (50, 60)).asnumpy()
+    np.testing.assert_array_equal(out, op)
+    columns = np.empty((7, 60, 50), np.uint8)
+    k.check(k.mxops_paste_masks_cpu(ptr(masks), ptr(boxes), ptr(columns), 7, 28, 50, 60, 0.5,
+                                    1))
+    np.testing.assert_array_equal(columns.transpose(0, 2, 1), op)
+    assert k.mxops_paste_masks_cpu(ptr(masks), ptr(boxes), ptr(out), 7, 28, 50, 60, 0.0, 0) == -1
