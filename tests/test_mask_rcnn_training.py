@@ -3,8 +3,9 @@
 detection set with 2 workers and reaches asserted box and mask APs; the run logs the five
 losses by name, writes bbox.json and segm.json in the file's own category ids, checkpoints and
 exports the parts MXNet can export, and checks its box and mask AP targets at each evaluation
-(out of reach here: the run goes on); its checkpoint scores the same on one worker; a resumed
-run ends with the weights of an uninterrupted one."""
+(out of reach here: the run goes on); its checkpoint scores the same on one worker; a run
+killed after its first checkpoint and resumed ends with the weights of an uninterrupted
+one."""
 import json
 import os
 import re
@@ -14,6 +15,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
+from tests.engine.test_resume import _checkpoint, _kill_whole_run_when
 from tests.test_ssd_training import RUNNER, ROOT
 
 STEPS, EPOCH_STEPS = 200, 100
@@ -106,24 +108,32 @@ def test_its_checkpoint_scores_the_same_on_one_worker(trained_mask_rcnn, demo_de
 
 
 def _params(workspace, epoch):
-    return mx.nd.load(str(workspace / "checkpoints" / f"epoch-{epoch:04d}" / "model.params"))
+    return mx.nd.load(os.path.join(_checkpoint(workspace, epoch), "model.params"))
 
 
 @pytest.mark.slow
-def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(demo_detection,
-                                                                     tmp_path):
-    """The samplers' seeds and the data position are checkpointed: 2 steps, then 2 more
-    after --resume, equal 4 steps in one run (one worker, random initialisation)."""
+def test_a_killed_and_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
+        demo_detection, tmp_path):
+    """The samplers' seeds and the data position are checkpointed: a run killed (SIGKILL,
+    runner and worker) after its first 2-step checkpoint and resumed with --resume ends with
+    the weights of an uninterrupted 6-step run (one worker, random initialisation)."""
     common = ["--mode", "train", "--epoch-steps", "2", "--warmup-steps", "1",
-              "--lr-decay-steps", "100", "--log-interval", "1"]
-    _runner(demo_detection, tmp_path / "whole", 1, *common, "--num-steps", "4")
-    _runner(demo_detection, tmp_path / "parts", 1, *common, "--num-steps", "2")
-    _runner(demo_detection, tmp_path / "parts", 1, *common, "--num-steps", "4", "--resume")
-    whole, parts = _params(tmp_path / "whole", 2), _params(tmp_path / "parts", 2)
-    halfway = _params(tmp_path / "parts", 1)
-    assert whole.keys() == parts.keys()
+              "--lr-decay-steps", "100", "--log-interval", "1", "--num-steps", "6"]
+    _runner(demo_detection, tmp_path / "whole", 1, *common)
+    parts = tmp_path / "parts"
+    command = [RUNNER, "-n", "1", "-b", "2", *SMALL, "--data-root", str(demo_detection),
+               "--workspace", str(parts), *common]
+    # The thread count of _runner's runs: a different one rounds differently.
+    _kill_whole_run_when(command, lambda: os.path.isdir(_checkpoint(parts, 1)),
+                         env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert not os.path.isdir(_checkpoint(parts, 3)), "killed too late to test resume"
+    stdout = _runner(demo_detection, parts, 1, *common, "--resume")
+    assert "using checkpoint" in stdout
+    whole, resumed = _params(tmp_path / "whole", 3), _params(parts, 3)
+    first = _params(parts, 1)
+    assert whole.keys() == resumed.keys()
     changed = 0
     for name in whole:
-        np.testing.assert_array_equal(whole[name].asnumpy(), parts[name].asnumpy(), name)
-        changed += not np.array_equal(whole[name].asnumpy(), halfway[name].asnumpy())
-    assert changed > 10  # the last two steps did train
+        np.testing.assert_array_equal(whole[name].asnumpy(), resumed[name].asnumpy(), name)
+        changed += not np.array_equal(whole[name].asnumpy(), first[name].asnumpy())
+    assert changed > 10  # the steps after resuming did train

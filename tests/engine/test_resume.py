@@ -45,10 +45,10 @@ def _run(command):
     return result
 
 
-def _kill_whole_run_when(command, ready, timeout=300):
-    """Start `command` in its own process group and SIGKILL the group (runner and workers)
-    as soon as `ready()` is true."""
-    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL,
+def _kill_whole_run_when(command, ready, timeout=300, env=None):
+    """Start `command` in its own process group (environment `env`, default `_env()`) and
+    SIGKILL the group (runner and workers) as soon as `ready()` is true."""
+    process = subprocess.Popen(command, env=env or _env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + timeout
     try:
