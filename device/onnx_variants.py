@@ -33,7 +33,7 @@ import onnxruntime
 
 from benchmarking.stats import images_per_second, latency_summary
 from data.files import record_files
-from data.pipelines import classification_val_pipeline
+from data.pipelines import _decoder_options, _normalize, _read_records, classification_val_pipeline
 
 LEGACY = 1
 
@@ -104,7 +104,42 @@ def synthetic(path, batch, **options):
             "user_stream_in_effect": used.get("has_user_compute_stream")}
 
 
-def dali_pipe(data, batch, hw_load, threads=16, prefetch=2, **pipeline_options):
+def _crop_window(jpegs, crop=224, shorter=256):
+    """Relative [y, x] start and end of the source window that resize-to-`shorter` then
+    centre-crop-`crop` keeps."""
+    from nvidia.dali import fn, types
+    import nvidia.dali.math as dmath
+    shape = fn.peek_image_shape(jpegs, dtype=types.FLOAT)
+    height, width = shape[0], shape[1]
+    side = dmath.min(height, width) * (crop / shorter)
+    extent = fn.stack(side / height, side / width)
+    return (1 - extent) * 0.5, (1 + extent) * 0.5
+
+
+def lighter_pipe(data, batch, hw_load, threads=16, decoder_device="mixed"):
+    from nvidia.dali import fn, pipeline_def
+
+    @pipeline_def
+    def pipeline():
+        rec, idx = record_files(data, "val")
+        jpegs, labels = _read_records(rec, idx, 0, 1, shuffle=False)
+        start, end = _crop_window(jpegs)
+        images = fn.decoders.image(jpegs, **_decoder_options(decoder_device, hw_load))
+        images = fn.resize(images, size=[224, 224], roi_start=start, roi_end=end,
+                           roi_relative=True)
+        return _normalize(images, "float16", "NCHW"), labels
+
+    pipe = pipeline(batch_size=batch, num_threads=threads,
+                    device_id=0 if decoder_device == "mixed" else None, seed=0,
+                    prefetch_queue_depth=2)
+    pipe.build()
+    return pipe
+
+
+def dali_pipe(data, batch, hw_load, threads=16, prefetch=2, lighter=False,
+              **pipeline_options):
+    if lighter:
+        return lighter_pipe(data, batch, hw_load, threads)
     rec, idx = record_files(data, "val")
     pipe = classification_val_pipeline(
         rec_path=rec, idx_path=idx, shard_id=0, num_shards=1, crop_size=(224, 224),
@@ -115,9 +150,10 @@ def dali_pipe(data, batch, hw_load, threads=16, prefetch=2, **pipeline_options):
     return pipe
 
 
-def dali_alone(data, batch, hw_load, threads=16, prefetch=2, warmup=50, batches=200):
+def dali_alone(data, batch, hw_load, threads=16, prefetch=2, warmup=50, batches=200,
+               lighter=False):
     """Images/s of the validation pipeline by itself (the last batch copied to the host)."""
-    pipe = dali_pipe(data, batch, hw_load, threads, prefetch)
+    pipe = dali_pipe(data, batch, hw_load, threads, prefetch, lighter=lighter)
     for _ in range(warmup):
         pipe.run()
     start = time.perf_counter()
@@ -235,7 +271,8 @@ def main():
     p.add_argument("--onnx", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--part", choices=("streams", "dali", "threads", "priority", "contention"),
+    p.add_argument("--part", choices=("streams", "dali", "threads", "priority", "contention",
+                            "lighter"),
                    default="streams",
                    help="streams: provider settings and hand-overs (first run); dali: the "
                         "pipeline alone and DALI-fed with fewer threads or deeper prefetch; "
@@ -259,6 +296,16 @@ def main():
             print(f"{key}: FAILED {type(error).__name__}: {error}", flush=True)
             results[key] = {"error": f"{type(error).__name__}: {error}"}
 
+    if args.part == "lighter":
+        for hw_load in (0.65, 0.0):
+            for lighter in (False, True):
+                name = "lighter (crop in the resize)" if lighter else "project's"
+                try_record(f"dali alone b208 hw {hw_load} {name}",
+                           lambda: dali_alone(args.data, 208, hw_load, lighter=lighter))
+                try_record(f"dali b208 hw {hw_load} legacy stream {name}",
+                           lambda: dali_fed(args.onnx, args.data, 208, "legacy stream",
+                                            hw_load, host_threads=1, lighter=lighter))
+        return
     if args.part == "contention":
         from nvidia.dali import backend
         try_record("dali alone b208 hw 0.65", lambda: dali_alone(args.data, 208, 0.65))
