@@ -45,6 +45,13 @@ def images_per_second(batch_size, seconds):
     return float(batch_size / seconds.mean())
 
 
+def rate_summary(batch_size, seconds):
+    """``{"img_per_s", "latency_ms"}`` of batches timed one by one: `images_per_second` and
+    `latency_summary` of the same times."""
+    return {"img_per_s": images_per_second(batch_size, seconds),
+            "latency_ms": latency_summary(seconds)}
+
+
 def epoch_iterations(record):
     """Iterations of a training log "epoch" record: its seconds over its mean iteration
     time (the record does not store the count itself)."""

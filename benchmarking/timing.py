@@ -5,7 +5,7 @@ No MXNet import: the ONNX Runtime runtime measures on machines without MXNet.
 import time
 
 from benchmarking.machine import cpu_cores
-from benchmarking.stats import cpu_share, images_per_second, latency_summary
+from benchmarking.stats import cpu_share, images_per_second, rate_summary
 
 
 class InferenceError(Exception):
@@ -70,7 +70,6 @@ def measure_epochs(run_batch, inputs, settings, batch_size, iterations, on_epoch
             wall_seconds += time.perf_counter() - wall_start
         if on_epoch is not None:
             on_epoch(epoch, settings.warmup + settings.epochs, rate, not counted)
-    return {"img_per_s": images_per_second(batch_size, latencies),
-            "latency_ms": latency_summary(latencies), "iterations": len(latencies),
+    return {**rate_summary(batch_size, latencies), "iterations": len(latencies),
             "epochs": settings.epochs, "epoch_img_per_s": [float(r) for r in epoch_rates],
             "cpu_share": cpu_share(cpu_seconds, wall_seconds, cpu_cores())}

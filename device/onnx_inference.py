@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from benchmarking.machine import describe, machine_info
-from benchmarking.stats import images_per_second, latency_summary
+from benchmarking.stats import rate_summary
 from deploy.onnx_data import next_batch, val_pipeline
 from deploy.onnx_export import TOLERANCES
 from deploy.onnx_runtime import OnnxModel
@@ -89,8 +89,7 @@ def time_torch(batch_size, compiled, channels_last=True, warmup=100, batches=300
             torch.cuda.synchronize()
             if i >= warmup:
                 latencies.append(time.perf_counter() - start)
-    return {"img_per_s": images_per_second(batch_size, latencies),
-            "latency_ms": latency_summary(latencies)}
+    return rate_summary(batch_size, latencies)
 
 
 def parse_args(argv=None):

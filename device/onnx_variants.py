@@ -31,7 +31,7 @@ import time
 import numpy as np
 import onnxruntime
 
-from benchmarking.stats import images_per_second, latency_summary
+from benchmarking.stats import rate_summary
 from data.files import record_files
 from data.pipelines import _decoder_options, _normalize, _read_records, classification_val_pipeline
 
@@ -99,8 +99,7 @@ def synthetic(path, batch, **options):
         binding.bind_output(out, "cuda")
     used = sess.get_provider_options()["CUDAExecutionProvider"]
     lat = timed(lambda: sess.run_with_iobinding(binding))
-    return {"img_per_s": images_per_second(batch, lat), "latency_ms": latency_summary(lat),
-            "prefer_nhwc_in_effect": used.get("prefer_nhwc"),
+    return {**rate_summary(batch, lat), "prefer_nhwc_in_effect": used.get("prefer_nhwc"),
             "user_stream_in_effect": used.get("has_user_compute_stream")}
 
 
@@ -186,7 +185,7 @@ def dali_fed(path, data, batch, hand_over, hw_load, threads=16, prefetch=2,
         binding.bind_output(out, "cuda")
         sess.run_with_iobinding(binding)
     lat = timed(run)
-    return {"img_per_s": images_per_second(batch, lat), "latency_ms": latency_summary(lat)}
+    return rate_summary(batch, lat)
 
 
 def _fixed_buffers(sess, batch):
@@ -211,7 +210,7 @@ def on_stream(path, data, batch, stream, hw_load=None, graph=False):
     x, binding = _fixed_buffers(sess, batch)
     if hw_load is None:
         lat = timed(lambda: sess.run_with_iobinding(binding))
-        return {"img_per_s": images_per_second(batch, lat), "latency_ms": latency_summary(lat)}
+        return rate_summary(batch, lat)
     lib = cudart()
     lib.cudaMemcpyAsync.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
                                     ctypes.c_int, ctypes.c_void_p]
@@ -229,7 +228,7 @@ def on_stream(path, data, batch, stream, hw_load=None, graph=False):
                                images.data_ptr())
         sess.run_with_iobinding(binding)
     lat = timed(run)
-    return {"img_per_s": images_per_second(batch, lat), "latency_ms": latency_summary(lat)}
+    return rate_summary(batch, lat)
 
 
 def side_by_side(path, data, batch, hw_load, seconds=8.0):
